@@ -1,0 +1,6 @@
+"""EfficientNet and compound model scaling in JAX/Flax Linen."""
+
+from efficientnet_jax.model import EfficientNet, create_model
+from efficientnet_jax.scaling import MODEL_NAMES, compound
+
+__all__ = ['EfficientNet', 'MODEL_NAMES', 'compound', 'create_model']
