@@ -1,0 +1,14 @@
+"""EfficientNet-B2, the TF reference recipe (REFERENCE section 4).
+
+Launch:
+  python -m efficientnet_jax.main --config=configs/b2.py --workdir=runs/b2 \
+      --config.data_dir=$TFDS_DATA_DIR
+  python -m efficientnet_jax.main --config=configs/b2.py:batch=512,epochs=30 --workdir=...
+  python -m efficientnet_jax.main --config=configs/b2.py:smoke,dataset=digits --workdir=/tmp/smoke
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  return common.get_config('b2', arg)

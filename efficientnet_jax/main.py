@@ -1,0 +1,38 @@
+"""Trains and evaluates an EfficientNet; resumes from --workdir if it holds a checkpoint.
+
+  python -m efficientnet_jax.main --config=configs/b4.py --workdir=runs/b4
+  python -m efficientnet_jax.main --config=configs/quickstart.py --workdir=runs/quickstart
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from efficientnet_jax import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
+config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/NAME.py[:arg]).',
+                                lock_config=True)
+cli.define_distributed_flags()
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+@cli.run
+def main(argv):
+  if len(argv) > 1:
+    raise cli.UsageError(f'Unexpected arguments {argv[1:]}; options are --flag=value.')
+  cli.initialize_distributed()
+  import jax  # pylint: disable=g-import-not-at-top
+  from efficientnet_jax import train  # pylint: disable=g-import-not-at-top
+  logging.info('Process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
+               jax.devices())
+  logging.info('Config:\n%s', FLAGS.config)
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  sys.exit(app.run(main))
