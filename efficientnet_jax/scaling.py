@@ -84,6 +84,8 @@ def decode_block_string(block_string: str) -> BlockArgs:
     if not match or not match.group(2):
       raise ValueError(f'Bad key {part!r} in block string {block_string!r}; expected keys '
                        'r, k, s, e, i, o, se or noskip, e.g. r1_k3_s11_e1_i32_o16_se0.25.')
+    if match.group(1) in fields:  # 'r1_r2_…' is a typo, not an override.
+      raise ValueError(f'Key {match.group(1)!r} repeats in block string {block_string!r}.')
     fields[match.group(1)] = match.group(2)
   missing = [k for k in ('r', 'k', 's', 'e', 'i', 'o') if k not in fields]
   if missing:

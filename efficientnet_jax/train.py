@@ -97,6 +97,8 @@ def setup(config) -> Setup:
   info = input_pipeline.dataset_info(config)
   model = state_lib.model_from_config(config)
   plan = make_plan(config, info, model)
+  if not config.image_size:
+    config.image_size = plan.image_size  # The pipeline needs the concrete size.
   mesh = steps_lib.data_mesh()
   replicated, _ = steps_lib.shardings(mesh)
   tx = optim.create_optimizer(config, plan.steps_per_epoch)

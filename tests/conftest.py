@@ -1,8 +1,17 @@
-"""Test set-up: 4 fake CPU devices, so sharded steps run the real multi-device code path."""
+"""Test set-up: 4 fake CPU devices, so sharded steps run the real multi-device code path.
+
+XLA's CPU backend spends most of a small test's time in LLVM optimisation of many tiny fusions
+(jax.random initialisers especially: a jitted B0-tiny init compiles in ~45 s at the default level
+on a loaded 2-core machine, ~8 s at level 0). Tests are compile-bound, so they use level 0;
+the numerics are the same ops, only less optimised machine code.
+"""
 
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                             ' --xla_backend_optimization_level=0').strip()
 
 import jax  # pylint: disable=g-import-not-at-top
 

@@ -1,0 +1,121 @@
+"""The variant table computed from the code, beside the published figures.
+
+  python -m efficientnet_jax.summary                 # aligned text table
+  python -m efficientnet_jax.summary --json          # the table, then a JSON list as the last line
+  python -m efficientnet_jax.summary --models=b0,lite0
+
+Parameters and multiply-adds are measured on the built network (`flops.count_params`,
+`flops.count_macs`, both abstract via `jax.eval_shape`), so the table is a check of the code
+against the paper rather than a copy of it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+
+from efficientnet_jax import flops
+from efficientnet_jax import model
+from efficientnet_jax import scaling
+
+_JSON = flags.DEFINE_bool('json', False, 'Also print the rows as a JSON list (the last line).')
+_MODELS = flags.DEFINE_list('models', None, 'Variants to list (default: all of them).')
+
+# Published figures (REFERENCE §1). Paper Table 2 (arXiv 1905.11946 v5): params, FLOPs
+# (multiply-adds) and top-1 for B0–B7; TF's README MAdds for Lite; timm's GMACs at native size.
+PAPER_TABLE_2 = {
+    'b0': (5.3e6, 0.39e9, 77.1), 'b1': (7.8e6, 0.70e9, 79.1), 'b2': (9.2e6, 1.0e9, 80.1),
+    'b3': (12e6, 1.8e9, 81.6), 'b4': (19e6, 4.2e9, 82.9), 'b5': (30e6, 9.9e9, 83.6),
+    'b6': (43e6, 19e9, 84.0), 'b7': (66e6, 37e9, 84.3),
+}
+TF_LITE_MADDS = {'lite0': 407e6, 'lite1': 631e6, 'lite2': 899e6, 'lite3': 1.44e9,
+                 'lite4': 2.64e9}
+TIMM_GMACS = {'b0': 0.40, 'b1': 0.71, 'b2': 1.02, 'b3': 1.87, 'b4': 4.49, 'b5': 10.46,
+              'b6': 19.40, 'b7': 38.33, 'b8': 63.48}
+
+
+def variant_row(name: str) -> dict[str, Any]:
+  """Measures one variant and pairs it with its published figures (None where there are none)."""
+  variant = scaling.get_variant(name)
+  net = model.create_model(name)
+  paper_params, paper_flops, top1 = PAPER_TABLE_2.get(name, (None, None, None))
+  return {
+      'name': name,
+      'width': variant.width,
+      'depth': variant.depth,
+      'resolution': variant.resolution,
+      'dropout': variant.dropout,
+      'blocks': len(net.spec.blocks),
+      'params': int(flops.count_params(net)),
+      'flops': int(flops.count_macs(net)),
+      'paper_params': paper_params,
+      'paper_flops': paper_flops or TF_LITE_MADDS.get(name),
+      'paper_top1': top1,
+      'timm_gmacs': TIMM_GMACS.get(name),
+  }
+
+
+def _coefficient(value: float) -> str:
+  # One decimal as the paper writes them, more only for custom coefficients such as 1.1^0.5.
+  return f'{value:.1f}' if value == round(value, 1) else f'{value:.4g}'
+
+
+def _scaled(value: float, unit: float, suffix: str, digits: int) -> str:
+  return f'{value / unit:.{digits}f}{suffix}'
+
+
+def _published(value: float | None, unit: float, suffix: str) -> str:
+  return '-' if value is None else f'{value / unit:g}{suffix}'  # As printed at the source.
+
+
+def _ratio(measured: float, published: float | None) -> str:
+  return '-' if published is None else f'{measured / published:.3f}'
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+  """Renders rows as an aligned text table with measured/published ratios."""
+  header = ('name', 'width', 'depth', 'res', 'drop', 'blocks', 'params', 'paper', 'ratio',
+            'MACs', 'paper', 'ratio', 'timm', 'ratio', 'top-1')
+  lines = []
+  for r in rows:
+    timm = None if r['timm_gmacs'] is None else r['timm_gmacs'] * 1e9
+    lines.append((
+        r['name'], _coefficient(r['width']), _coefficient(r['depth']), str(r['resolution']),
+        _coefficient(r['dropout']), str(r['blocks']),
+        _scaled(r['params'], 1e6, 'M', 2), _published(r['paper_params'], 1e6, 'M'),
+        _ratio(r['params'], r['paper_params']),
+        _scaled(r['flops'], 1e9, 'B', 3), _published(r['paper_flops'], 1e9, 'B'),
+        _ratio(r['flops'], r['paper_flops']),
+        _published(timm, 1e9, 'B'), _ratio(r['flops'], timm),
+        '-' if r['paper_top1'] is None else f"{r['paper_top1']:.1f}%"))
+  widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
+  render = lambda row: '  '.join(
+      cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+  notes = ('params: trainable parameters (1000 classes); MACs: multiply-adds of every conv and '
+           'dense layer per image at the native resolution.',
+           'paper: Table 2 of arXiv 1905.11946 v5 (B0-B7); for Lite, the TF reference MAdds. '
+           'timm: its GMACs at native resolution. ratio = measured / published.')
+  return '\n'.join([render(header), render(['-' * w for w in widths])]
+                   + [render(row) for row in lines] + [''] + list(notes))
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  names = _MODELS.value or scaling.MODEL_NAMES
+  for name in names:  # Fail on a bad name before measuring anything.
+    try:
+      scaling.get_variant(name)
+    except ValueError as error:
+      raise app.UsageError(str(error)) from None
+  rows = [variant_row(name) for name in names]
+  print(format_table(rows))
+  if _JSON.value:
+    print(json.dumps(rows), flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
