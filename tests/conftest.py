@@ -3,10 +3,12 @@
 XLA's CPU backend spends most of a small test's time in LLVM optimisation of many tiny fusions
 (jax.random initialisers especially: a jitted B0-tiny init compiles in ~45 s at the default level
 on a loaded 2-core machine, ~8 s at level 0). Tests are compile-bound, so they use level 0;
-the numerics are the same ops, only less optimised machine code.
+the numerics are the same ops, only less optimised machine code. A persistent compilation
+cache shared by the test processes makes the many identical small programs compile once.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
@@ -17,3 +19,6 @@ import jax  # pylint: disable=g-import-not-at-top
 
 jax.config.update('jax_num_cpu_devices', 4)
 jax.config.update('jax_platforms', 'cpu')
+jax.config.update('jax_compilation_cache_dir',
+                  os.path.join(tempfile.gettempdir(), 'efficientnet_jax_test_xla_cache'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)

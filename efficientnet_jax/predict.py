@@ -1,0 +1,144 @@
+"""Top-5 ImageNet classes for images, with converted weights and their own preprocessing.
+
+  python -m efficientnet_jax.predict --model=b0 --weights=weights/b0 cat.jpg dog.png
+  python -m efficientnet_jax.predict --model=b0 --weights=weights/b0 --json cat.jpg
+  → [{"image": "cat.jpg", "top5": [{"class_id": 281, "name": "tabby, tabby cat", "prob": 0.71},
+     ...]}]
+
+Each image gets the eval preprocessing recorded in DIR/meta.json (resolution, centre-crop
+padding, interpolation, mean/std). A file that is not an image (JPEG/PNG/BMP/GIF) is a one-line
+error naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from efficientnet_jax import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('model', None, 'Variant the weights are for (b0 … b8, l2, lite0 … lite4).')
+flags.DEFINE_string('weights', None, 'A converted weights directory (python -m '
+                    'efficientnet_jax.convert).')
+flags.DEFINE_bool('json', False, 'Print one JSON list instead of text.')
+flags.DEFINE_integer('batch_size', 16, 'Images per forward pass.')
+
+TOP_K = 5
+_CLASS_FILE = os.path.join(os.path.dirname(__file__), 'data', 'imagenet_classes.txt')
+
+
+def class_names(num_classes: int) -> list[str]:
+  """ImageNet class names for 1000-class weights, else 'class_<i>'."""
+  if num_classes == 1000:
+    with open(_CLASS_FILE) as f:
+      names = [line.rstrip('\n') for line in f]
+    if len(names) == 1000:
+      return names
+  return [f'class_{i}' for i in range(num_classes)]
+
+
+def load_images(paths: Sequence[str], preprocessing: dict[str, Any]):
+  """Decodes and preprocesses every image (fails on the first unreadable one, naming it)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from efficientnet_jax import preprocessing as preprocessing_lib
+  try:
+    tf.config.set_visible_devices([], 'GPU')  # TF only decodes here; leave accelerators to JAX.
+  except RuntimeError:
+    pass  # TF was already initialised in this process; its device choice stands.
+  images = []
+  for path in paths:
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f'No such image file: {path}')
+    with open(path, 'rb') as f:
+      data = f.read()
+    try:
+      image = preprocessing_lib.preprocess_for_eval(
+          tf.constant(data), int(preprocessing['resolution']),
+          crop_padding=int(preprocessing['crop_padding']),
+          interpolation=preprocessing['interpolation'], mean=preprocessing['mean'],
+          std=preprocessing['std'])
+    except (tf.errors.OpError, ValueError) as e:
+      # Drop TF's '{{function_node ...}}' prefix: the user needs only the reason.
+      reason = re.sub(r'\{\{.*?\}\}', '', str(getattr(e, 'message', e)))
+      reason = ' '.join(reason.split())[:120]
+      raise ValueError(
+          f'{path} is not a readable image (JPEG, PNG, BMP or GIF): {reason}') from None
+    images.append(np.asarray(image))
+  return np.stack(images)
+
+
+def top_k(module, variables, images, batch_size: int, k: int = TOP_K):
+  """(probabilities, class ids), each [N, k], best first."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  # Variables are an argument, not a closure: captured arrays would be baked into the program.
+  @jax.jit
+  def predict(model_variables, batch):
+    probs = jax.nn.softmax(module.apply(model_variables, batch, train=False), axis=-1)
+    return jax.lax.top_k(probs, k)
+
+  probs, ids = [], []
+  for start in range(0, len(images), batch_size):
+    batch = images[start:start + batch_size]
+    # Pad the last batch to the same size: one compilation for any number of images.
+    pad = min(batch_size, len(images)) - len(batch)
+    padded = np.concatenate([batch, np.zeros((pad,) + batch.shape[1:], batch.dtype)])
+    p, i = predict(variables, padded)
+    probs.append(np.asarray(p)[:len(batch)])
+    ids.append(np.asarray(i)[:len(batch)])
+  return np.concatenate(probs), np.concatenate(ids)
+
+
+def predict_files(model: str, weights: str, paths: Sequence[str],
+                  batch_size: int = 16) -> list[dict[str, Any]]:
+  """Top-5 predictions per image: `[{"image", "top5": [{"class_id", "name", "prob"}]}]`."""
+  from efficientnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+  meta = pretrained.read_meta(os.path.abspath(weights))
+  pretrained.check_model(meta, model)
+  if int(meta['num_classes']) <= 0:
+    raise ValueError(f'{weights} holds a model without classifier; it cannot predict classes.')
+  images = load_images(paths, meta['preprocessing'])
+  module, variables = pretrained.load_pretrained(weights, model=model)
+  names = class_names(int(meta['num_classes']))
+  probs, ids = top_k(module, variables, images, max(1, batch_size),
+                     min(TOP_K, int(meta['num_classes'])))
+  return [{'image': path,
+           'top5': [{'class_id': int(c), 'name': names[int(c)], 'prob': float(p)}
+                    for c, p in zip(image_ids, image_probs)]}
+          for path, image_ids, image_probs in zip(paths, ids, probs)]
+
+
+def format_text(results: list[dict[str, Any]]) -> str:
+  lines = []
+  for result in results:
+    lines.append(result['image'])
+    for entry in result['top5']:
+      lines.append(f'  {entry["prob"]:7.2%}  {entry["name"]} ({entry["class_id"]})')
+  return '\n'.join(lines)
+
+
+@cli.run
+def main(argv):
+  paths = argv[1:]
+  if not FLAGS.model or not FLAGS.weights or not paths:
+    raise cli.UsageError('usage: python -m efficientnet_jax.predict --model=NAME --weights=DIR '
+                         '[--json] IMAGE...')
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax narrates every restore at INFO.
+  results = predict_files(FLAGS.model, FLAGS.weights, paths, FLAGS.batch_size)
+  print(json.dumps(results) if FLAGS.json else format_text(results), flush=True)
+
+
+if __name__ == '__main__':
+  sys.exit(app.run(main))
