@@ -1,7 +1,7 @@
 """Multiply-adds and parameter counts measured on the built network (no typed tables).
 
 Both work abstractly (`jax.eval_shape`), so even L2 at 800 px costs no memory: the model is
-traced once with every `nn.Conv` / `nn.Dense` call intercepted, and the MACs of each layer are
+traced once with every convolution and dense call intercepted, and the MACs of each layer are
 computed from the shapes it really saw.
 """
 
@@ -12,14 +12,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from efficientnet_jax import layers
+
+_COUNTED = (nn.Conv, nn.Dense, layers.DepthwiseConv)
+
 
 def _layer_macs(module: nn.Module, inputs, outputs) -> int:
-  """Multiply-adds of one Conv or Dense call, for the whole batch."""
+  """Multiply-adds of one convolution or dense call, for the whole batch."""
   in_features = inputs.shape[-1]
   out = outputs.shape
   if isinstance(module, nn.Conv):
     kernel = int(np.prod(module.kernel_size))
     return int(np.prod(out)) * kernel * (in_features // module.feature_group_count)
+  if isinstance(module, layers.DepthwiseConv):
+    return int(np.prod(out)) * module.kernel_size ** 2
   return int(np.prod(out)) * in_features  # Dense
 
 
@@ -39,7 +45,7 @@ def count_macs(model: nn.Module, resolution: int | None = None) -> int:
   def interceptor(next_fun, args, kwargs, context):
     nonlocal total
     out = next_fun(*args, **kwargs)
-    if context.method_name == '__call__' and isinstance(context.module, (nn.Conv, nn.Dense)):
+    if context.method_name == '__call__' and isinstance(context.module, _COUNTED):
       total += _layer_macs(context.module, args[0], out)
     return out
 

@@ -97,6 +97,77 @@ class BatchNorm(nn.Module):
     return y
 
 
+def _explicit_padding(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int]:
+  """(before, after) padding of one spatial axis: TF-SAME or symmetric k//2."""
+  if padding == 'symmetric':
+    return kernel // 2, kernel // 2
+  out = -(-size // stride)
+  total = max((out - 1) * stride + kernel - size, 0)
+  return total // 2, total - total // 2
+
+
+def depthwise_shift(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                    padding: str) -> jax.Array:
+  """Depthwise convolution as k·k shifted multiply-adds (one fused elementwise loop).
+
+  XLA:CPU lowers grouped convolutions to a slow generic loop (~0.1 GMAC/s here); this form is
+  10–20× faster forward and ~3× faster with its gradient on CPU, and gives the same result.
+  """
+  k = kernel.shape[0]
+  sh, sw = strides
+  pads = [_explicit_padding(x.shape[axis], k, s, padding) for axis, s in ((1, sh), (2, sw))]
+  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  out_h = (xp.shape[1] - k) // sh + 1
+  out_w = (xp.shape[2] - k) // sw + 1
+  kernel = kernel.astype(x.dtype)
+  out = None
+  for i in range(k):
+    for j in range(k):
+      window = jax.lax.slice(xp, (0, i, j, 0),
+                             (xp.shape[0], i + sh * (out_h - 1) + 1,
+                              j + sw * (out_w - 1) + 1, xp.shape[3]), (1, sh, sw, 1))
+      term = window * kernel[i, j, 0]
+      out = term if out is None else out + term
+  return out
+
+
+class DepthwiseConv(nn.Module):
+  """k×k depthwise convolution (no bias) with the kernel layout of a grouped `nn.Conv`.
+
+  Attributes:
+    kernel_size: k.
+    strides: (height, width) strides.
+    padding: 'same' (TF-SAME) or 'symmetric'.
+    implementation: 'conv' (XLA grouped convolution, cuDNN on GPU), 'shift' (k·k shifted
+      multiply-adds, much faster on XLA:CPU) or 'auto' ('shift' on CPU, 'conv' elsewhere).
+    dtype: compute dtype.
+  """
+  kernel_size: int
+  strides: tuple[int, int] = (1, 1)
+  padding: str = 'same'
+  implementation: str = 'auto'
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = x.shape[-1]
+    k = self.kernel_size
+    kernel = self.param('kernel', conv_kernel_init(depthwise=True), (k, k, 1, features),
+                        jnp.float32)
+    dtype = self.dtype or x.dtype
+    x = x.astype(dtype)
+    impl = self.implementation
+    if impl == 'auto':
+      impl = 'shift' if jax.default_backend() == 'cpu' else 'conv'
+    if impl == 'shift':
+      return depthwise_shift(x, kernel, self.strides, self.padding)
+    if impl != 'conv':
+      raise ValueError(f"depthwise implementation must be 'auto', 'conv' or 'shift', got {impl!r}.")
+    return jax.lax.conv_general_dilated(
+        x, kernel.astype(dtype), tuple(self.strides), conv_padding(k, self.padding),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=features)
+
+
 def drop_path(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
   """Stochastic depth: keeps each example's branch with probability 1 − rate, scaled by 1/keep."""
   keep = 1.0 - rate

@@ -48,6 +48,7 @@ class MBConvBlock(nn.Module):
   dtype: Dtype
   padding: str
   bn: Callable[..., nn.Module]
+  depthwise_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, inputs: jax.Array, train: bool) -> jax.Array:
@@ -59,10 +60,8 @@ class MBConvBlock(nn.Module):
     if a.expand_ratio != 1:
       x = conv(filters, (1, 1), name='expand_conv')(x)
       x = self.activation(self.bn(name='expand_bn')(x, train))
-    x = nn.Conv(filters, (a.kernel_size, a.kernel_size), strides=a.strides,
-                padding=layers.conv_padding(a.kernel_size, self.padding),
-                feature_group_count=filters, use_bias=False, dtype=self.dtype,
-                kernel_init=layers.conv_kernel_init(depthwise=True), name='depthwise_conv')(x)
+    x = layers.DepthwiseConv(a.kernel_size, a.strides, self.padding, self.depthwise_impl,
+                             self.dtype, name='depthwise_conv')(x)
     x = self.activation(self.bn(name='depthwise_bn')(x, train))
     if a.se_ratio:
       # SE width comes from the block *input*, not the expanded width.
@@ -95,6 +94,7 @@ class EfficientNet(nn.Module):
     bn_group_size: examples per BN statistics group; None = the whole (global) batch.
     bn_momentum: BN moving-average decay (TF/Flax semantics).
     bn_epsilon: BN epsilon.
+    depthwise_impl: 'auto' (default), 'conv' or 'shift'; see `layers.DepthwiseConv`.
     block_strings: the baseline stages as TF block strings.
   """
   width: float = 1.0
@@ -111,6 +111,7 @@ class EfficientNet(nn.Module):
   bn_group_size: int | None = None
   bn_momentum: float = 0.99
   bn_epsilon: float = 1e-3
+  depthwise_impl: str = 'auto'
   block_strings: tuple[str, ...] = scaling.B0_BLOCKS
 
   @property
@@ -151,8 +152,8 @@ class EfficientNet(nn.Module):
     endpoint_of = {i: name for name, i in scaling.endpoint_blocks(spec).items()}
     rates = scaling.drop_path_rates(len(spec.blocks), self.drop_path_rate)
     for i, block in enumerate(spec.blocks):
-      x = block_cls(block, rates[i], act, self.dtype, self.padding, bn, name=f'blocks_{i}')(
-          x, train)
+      x = block_cls(block, rates[i], act, self.dtype, self.padding, bn, self.depthwise_impl,
+                    name=f'blocks_{i}')(x, train)
       if i in endpoint_of:
         endpoints[endpoint_of[i]] = x
 
