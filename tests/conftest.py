@@ -8,7 +8,13 @@ cache shared by the test processes makes the many identical small programs compi
 """
 
 import os
+import sys
 import tempfile
+
+# Importing triton after TensorFlow segfaults (their bundled LLVMs clash): torch imports triton
+# when test collection reaches timm/torch._dynamo, after the TF-based tests were collected. The
+# tests run torch on the CPU only, so triton is hidden (torch then reports it as absent).
+sys.modules.setdefault('triton', None)
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
