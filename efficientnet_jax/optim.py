@@ -14,12 +14,14 @@ Everything follows tensorflow/tpu `models/official/efficientnet` (REFERENCE §4)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
+
+if TYPE_CHECKING:  # Annotations only: the GPU image has no ml_collections.
+  import ml_collections
 
 PyTree = Any
 
