@@ -1,8 +1,10 @@
 """Checkpoints: one orbax CheckpointManager behind restore / save, and preemption signals.
 
-Orbax writes each step into a temporary directory and renames it when complete, so a killed
-write never looks finished. A finished checkpoint that is later damaged (a truncated file) is
-detected at restore: the previous complete one is used, with a warning naming both.
+Orbax writes each step into a temporary directory (`<step>.orbax-checkpoint-tmp`) and renames it
+when complete, so a killed write never looks finished; a training run removes such leftovers when
+it starts. A finished checkpoint that is later damaged (a truncated or missing file) is detected at
+restore: the previous complete one is used, with a warning naming both, and training moves the
+damaged one aside (`<step>.damaged`) so that the step can be saved again.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 import jax
@@ -21,6 +24,10 @@ from jax.experimental import multihost_utils
 
 class IncompatibleCheckpointError(ValueError):
   """The checkpoint holds another model (variant, num_classes, …) than the config builds."""
+
+
+_TMP_SUFFIX = '.orbax-checkpoint-tmp'  # Orbax's name for a step directory still being written.
+DAMAGED_SUFFIX = '.damaged'  # Orbax lists only all-digit names, so '<step>.damaged' is ignored.
 
 
 def abstract_like(tree: Any) -> Any:
@@ -56,13 +63,26 @@ class Checkpointer:
   def __init__(self, directory: str, *, save_every: int = 1, keep: int = 3,
                create: bool = True):
     self.directory = os.path.abspath(directory)
+    self.damaged_steps: list[int] = []  # Set by `restore`: damaged checkpoints it skipped.
     if not create and not os.path.isdir(self.directory):
       raise FileNotFoundError(f'No checkpoints in {self.directory}; check --workdir.')
+    if create:
+      for name in unfinished_writes(self.directory):
+        logging.warning('Found an unfinished checkpoint write %s (the previous run stopped while '
+                        'saving); it is not a checkpoint and is removed.',
+                        os.path.join(self.directory, name))
     self._manager = ocp.CheckpointManager(
         self.directory,
+        # Handlers up front, so that `item_metadata` can describe a checkpoint before any restore
+        # (without them it returns None until one has run, and the shape check is skipped).
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, save_interval_steps=save_every, create=create,
-            enable_async_checkpointing=True))
+            enable_async_checkpointing=True,
+            # Orbax reuses the name '<step>.orbax-checkpoint-tmp', so a leftover would otherwise
+            # sit there until that step is saved again; read-only users must not delete.
+            cleanup_tmp_directories=create))
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -79,7 +99,8 @@ class Checkpointer:
   def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any], int]:
     """Restores into the structure/shardings of `target` (a state or its abstract form).
 
-    Without `step`, tries the latest checkpoint and falls back to older ones if it is damaged.
+    Without `step`, tries the latest checkpoint and falls back to older ones if it is damaged,
+    recording the damaged steps in `damaged_steps`.
 
     Returns:
       (state, meta, step).
@@ -101,31 +122,68 @@ class Checkpointer:
         self._check_compatible(candidate, abstract)
         restored = self._manager.restore(candidate, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        if restored['meta'] is None or restored['state'] is None:
+          raise ValueError('an item of the checkpoint is missing')
       except IncompatibleCheckpointError:
         raise
-      except Exception as e:  # pylint: disable=broad-except
-        failures.append((candidate, e))
-        logging.warning('Checkpoint %s/%d is unreadable (%s: %s).', self.directory, candidate,
-                        type(e).__name__, str(e).splitlines()[0] if str(e) else '')
+      except Exception as e:  # pylint: disable=broad-except  (any read error means damage)
+        failures.append((candidate, _one_line(e)))
         continue
+      self.damaged_steps = [s for s, _ in failures]
       if failures:
-        logging.warning('Latest checkpoint (step %d) is damaged; resuming from step %d instead.',
-                        failures[0][0], candidate)
+        damaged = ', '.join(f'{self.path(s)} ({reason})' for s, reason in failures)
+        logging.warning('Checkpoint %s is damaged or incomplete; using the previous complete '
+                        'checkpoint %s instead.', damaged, self.path(candidate))
       return restored['state'], dict(restored['meta']), candidate
-    raise FileNotFoundError(f'No readable checkpoint in {self.directory}: steps '
-                            f'{[s for s, _ in failures]} are all damaged.')
+    raise FileNotFoundError(
+        f'No readable checkpoint in {self.directory}: '
+        + '; '.join(f'step {s}: {reason}' for s, reason in failures)
+        + '. Move the damaged step directories away to start afresh.')
+
+  def path(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def set_aside_damaged(self) -> list[str]:
+    """Renames the checkpoints `restore` found damaged to `<step>.damaged`; returns new paths.
+
+    Training does this after falling back, so that it can save those steps again (orbax refuses
+    to overwrite a step) while the damaged files stay available for inspection.
+    """
+    moved = []
+    if self.damaged_steps and jax.process_index() == 0:
+      for step in self.damaged_steps:
+        target = self.path(step) + DAMAGED_SUFFIX
+        if os.path.exists(target):
+          target += f'-{time.strftime("%Y%m%d-%H%M%S")}'
+        os.rename(self.path(step), target)
+        moved.append(target)
+        logging.warning('Moved the damaged checkpoint %s to %s.', self.path(step), target)
+    if self.damaged_steps:
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices('efficientnet_jax_set_aside_damaged')
+      self._manager.reload()
+    self.damaged_steps = []
+    return moved
 
   def _check_compatible(self, step: int, abstract: Any) -> None:
+    """Raises IncompatibleCheckpointError naming the first parameter whose shape differs.
+
+    Only the model's variables are compared (they decide the optimizer and EMA shapes too), as
+    plain dicts on both sides: the saved tree comes back as dicts and lists, the target is a
+    TrainState of named tuples, whose paths would never match.
+    """
     try:
       saved = self._manager.item_metadata(step)['state']
+      saved = {part: _as_shapes(dict(saved[part])) for part in ('params', 'batch_stats')}
     except Exception:  # pylint: disable=broad-except
       return  # Unreadable metadata: restore will fail and trigger the fallback.
-    if saved is None:
-      return
-    mismatch = first_mismatch(_as_shapes(saved), abstract)
+    mismatch = None
+    for part in ('params', 'batch_stats'):  # Parameters first: they name the layer best.
+      mismatch = mismatch or first_mismatch({part: saved[part]},
+                                            {part: getattr(abstract, part)})
     if mismatch:
       raise IncompatibleCheckpointError(
-          f'Checkpoint {self.directory}/{step} does not fit this model: {mismatch}. Use a new '
+          f'Checkpoint {self.path(step)} does not fit this model: {mismatch}. Use a new '
           '--workdir (or config.init_from to start from its weights).')
 
   def wait(self) -> None:
@@ -133,6 +191,18 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def unfinished_writes(directory: str) -> list[str]:
+  """Names of the step directories orbax began to write in `directory` but never finalised."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(name for name in os.listdir(directory) if _TMP_SUFFIX in name)
+
+
+def _one_line(error: BaseException) -> str:
+  lines = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {lines[0]}' if lines else type(error).__name__
 
 
 def _as_shapes(tree: Any) -> Any:
@@ -151,13 +221,15 @@ class PreemptionGuard:
   def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
     self._event = threading.Event()
     self._previous = {}
+    self.received: str | None = None  # The name of the first signal received.
     if threading.current_thread() is threading.main_thread():
       for sig in signals:
         self._previous[sig] = signal.signal(sig, self._handle)
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    logging.warning('Received %s: saving a checkpoint at the next step boundary.',
-                    signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    self.received = self.received or name
+    logging.warning('Received %s: saving a checkpoint at the next step boundary.', name)
     self._event.set()
 
   def should_stop(self) -> bool:

@@ -1,10 +1,17 @@
-"""What the command-line entry points share: multi-process start-up and one-line errors."""
+"""What the command-line entry points share: multi-process start-up and one-line errors.
+
+A mistake in the input (a flag, a config key or value, a path, a checkpoint of another model)
+prints one `error: ...` line on stderr and exits 2, before anything is written; a diverged run
+exits 3. Other exceptions are bugs and keep their traceback; EFFICIENTNET_JAX_TRACEBACK=1 shows
+it for the input errors too.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 from absl import flags
 from absl import logging
@@ -12,6 +19,8 @@ from absl import logging
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 FLAGS = flags.FLAGS
+TRACEBACK_ENV = 'EFFICIENTNET_JAX_TRACEBACK'
+USAGE_EXIT_CODE = 2
 
 
 def define_distributed_flags() -> None:
@@ -28,11 +37,22 @@ def initialize_distributed() -> None:
   if FLAGS.coordinator_address:
     if FLAGS.num_processes is None or FLAGS.process_id is None:
       raise UsageError('--coordinator_address needs --num_processes and --process_id too.')
+    if not 0 <= FLAGS.process_id < FLAGS.num_processes:
+      raise UsageError(f'--process_id={FLAGS.process_id} must be in [0, '
+                       f'{FLAGS.num_processes}).')
+    # Collectives between CPU processes need an implementation (gloo is jax 0.10's default;
+    # older releases had none, and a multi-process CPU run would hang or fail at the first one).
+    if not jax.config.jax_cpu_collectives_implementation:
+      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
                                process_id=FLAGS.process_id)
-    return
-  if _cluster_detected():
+  elif _cluster_detected():
     jax.distributed.initialize()
+  if jax.process_count() > 1 and jax.default_backend() == 'cpu':
+    # On CPU the persistent compilation cache keys differ per process and only process 0 writes
+    # entries, so with a warm cache process 0 reaches the first collective minutes before the
+    # others, and gloo gives a late peer 30 s. Compiling everywhere keeps the processes in step.
+    jax.config.update('jax_enable_compilation_cache', False)
 
 
 def _cluster_detected() -> bool:
@@ -46,12 +66,18 @@ class UsageError(ValueError):
   """A bad command-line input; the message says how to fix it."""
 
 
-# Errors that are the user's input, not a bug: shown as one line, exit code 2.
-# Other exceptions are bugs and keep their traceback; EFFICIENTNET_JAX_TRACEBACK=1 shows it
-# for these too.
+# Errors that are the user's input, not a bug: shown as one line, exit code 2. An exception
+# with an `exit_code` attribute (train.DivergenceError) is shown the same way with its own code.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     ValueError, KeyError, FileNotFoundError, PermissionError, NotADirectoryError,
     IsADirectoryError)
+
+
+def fail(message: str, exit_code: int = USAGE_EXIT_CODE) -> NoReturn:
+  """Prints `error: message` as one line on stderr and exits."""
+  logging.flush()
+  print(f'error: {" ".join(message.split())}', file=sys.stderr, flush=True)
+  sys.exit(exit_code)
 
 
 def run(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
@@ -59,11 +85,94 @@ def run(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
   def wrapped(argv):
     try:
       main(argv)
-    except EXPECTED_ERRORS as e:
-      if os.environ.get('EFFICIENTNET_JAX_TRACEBACK'):
+    except Exception as e:  # pylint: disable=broad-except
+      exit_code = getattr(e, 'exit_code', None)
+      if isinstance(e, EXPECTED_ERRORS) and exit_code is None:
+        exit_code = USAGE_EXIT_CODE
+      if exit_code is None or os.environ.get(TRACEBACK_ENV):
         raise
       message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-      logging.flush()
-      print(f'error: {" ".join(message.split())}', file=sys.stderr)
-      sys.exit(2)
+      fail(message, exit_code)
   return wrapped
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (pass as `app.run(main, flags_parser=cli.parse_flags)`), one-line errors.
+
+  `config_flags` loads the config file and applies `--config.key=value` while the flags are
+  parsed, before `main` runs, and reports a typo as a traceback; this names the flag instead.
+  """
+  try:
+    remaining = FLAGS(argv)
+    if 'config' in FLAGS and FLAGS['config'].present:
+      FLAGS.config.keys()  # A config file that failed to load raises on first access.
+    return remaining
+  except Exception as e:  # pylint: disable=broad-except
+    if os.environ.get(TRACEBACK_ENV):
+      raise
+    fail(flag_error_message(e, argv))
+
+
+def flag_error_message(error: BaseException, argv: list[str]) -> str:
+  """One actionable line for an error raised while parsing flags (and loading the config)."""
+  chain = _exception_chain(error)
+  texts = [str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e) for e in chain]
+  # An unknown key in --config.KEY=VALUE: ml_collections says 'Did you mean "X" instead of "Y"'.
+  for text in texts:
+    match = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
+    if match:
+      return (f'unknown config key {match.group(2)!r} in {_override_flag(argv, match.group(2))}; '
+              f'did you mean {match.group(1)!r}?')
+  if any(isinstance(e, (KeyError, AttributeError)) for e in chain):
+    root = texts[-1]
+    if root.startswith('Unknown config key'):  # configs/common.py's own message.
+      return root
+    key = root.strip('\'"')
+    return (f'unknown config key {key!r} in {_override_flag(argv, key)}; the keys are those of '
+            'configs/common.py.')
+  if isinstance(chain[-1], OSError) or 'earlier failure to load' in texts[0]:
+    reason = [line.strip() for line in texts[0].splitlines() if line.strip()][-1]
+    return f'cannot load the config file of --config: {reason}'
+  flag = re.match(r'flag (--\S+?): ', texts[0])
+  reason = _expected_type(_last_line(texts[-1]))
+  if flag and len(chain) > 1:
+    return f'{flag.group(1)}: {reason}'
+  if flag and reason.startswith(flag.group(0)):
+    return reason[len('flag '):]
+  return f'{reason} (see --help)' if isinstance(error, flags.Error) else reason
+
+
+# Python's conversion errors, reworded as what the value should be.
+_CONVERSION_ERRORS = (
+    (r"could not convert string to float: (.*)", 'expected a number, got {}'),
+    (r"invalid literal for int\(\) with base \d+: (.*)", 'expected an integer, got {}'),
+    (r"\('Non-boolean argument to boolean flag', (.*)\)", 'expected true or false, got {}'),
+)
+
+
+def _expected_type(reason: str) -> str:
+  for pattern, template in _CONVERSION_ERRORS:
+    match = re.fullmatch(pattern, reason)
+    if match:
+      return template.format(match.group(1))
+  return reason
+
+
+def _exception_chain(error: BaseException) -> list[BaseException]:
+  """`error`, then what caused it (explicitly or while handling it), down to the root."""
+  chain = [error]
+  while (cause := chain[-1].__cause__ or chain[-1].__context__) and cause not in chain:
+    chain.append(cause)
+  return chain
+
+
+def _override_flag(argv: list[str], key: str) -> str:
+  for arg in argv:
+    if arg.startswith('--') and key in arg.split('=', 1)[0]:
+      return arg
+  return f'--config.{key}'
+
+
+def _last_line(text: str) -> str:
+  lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+  return lines[-1] if lines else text

@@ -89,4 +89,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  sys.exit(app.run(main))
+  sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -32,7 +32,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict:
   s = train.setup(config)
   checkpointer = train.checkpointer_for(config, workdir, create=False)
   try:
-    state, _, restored_step = checkpointer.restore(s.state, step)
+    state, _, restored_step = checkpointer.restore(s.abstract_state, step)
   finally:
     checkpointer.close()
   eval_step = steps_lib.jit_eval_step(steps_lib.make_eval_step(s.model), s.mesh)
@@ -53,4 +53,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  sys.exit(app.run(main))
+  sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -2,6 +2,10 @@
 
   python -m efficientnet_jax.main --config=configs/b4.py --workdir=runs/b4
   python -m efficientnet_jax.main --config=configs/quickstart.py --workdir=runs/quickstart
+
+Rerun the same command after a kill or preemption: it resumes exactly (README, "Fault tolerance").
+Exit codes: 0 done or preempted (SIGTERM/SIGINT, checkpoint saved), 2 bad input (one `error:`
+line on stderr, nothing written), 3 diverged (NaN/Inf; the last checkpoint is intact).
 """
 
 import sys
@@ -26,6 +30,10 @@ def main(argv):
   if len(argv) > 1:
     raise cli.UsageError(f'Unexpected arguments {argv[1:]}; options are --flag=value.')
   cli.initialize_distributed()
+  if FLAGS.config.get('compilation_cache_dir'):
+    # pylint: disable-next=g-import-not-at-top
+    from efficientnet_jax import compile_cache
+    compile_cache.enable(FLAGS.config.compilation_cache_dir)  # Before anything is compiled.
   import jax  # pylint: disable=g-import-not-at-top
   from efficientnet_jax import train  # pylint: disable=g-import-not-at-top
   logging.info('Process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
@@ -35,4 +43,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  sys.exit(app.run(main))
+  sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -21,6 +21,31 @@ Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
 
+class ConfigError(ValueError):
+  """A config value that cannot work, with the fix in the message."""
+
+
+def check_global_batch(batch_size: int, grad_accum_steps: int, device_count: int) -> None:
+  """Raises ConfigError unless the global batch (and each micro-batch) splits over the devices.
+
+  Cheap and free of TensorFlow, so `train.setup` calls it before loading any data.
+  """
+  if batch_size % device_count:
+    raise ConfigError(f'config.batch_size={batch_size} is not divisible by the {device_count} '
+                      f'devices; use a multiple of {device_count}.')
+  if batch_size % (device_count * grad_accum_steps):
+    raise ConfigError(f'config.batch_size={batch_size} must split into '
+                      f'grad_accum_steps={grad_accum_steps} micro-batches of a multiple '
+                      f'of the {device_count} devices.')
+
+
+def all_finite(tree: Any) -> jax.Array:
+  """True when every element of every leaf is finite (a norm would overflow on large values)."""
+  return jax.tree.reduce(jnp.logical_and,
+                         jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree),
+                         jnp.array(True))
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0
                   ) -> jax.Array:
   """Per-example softmax cross-entropy with label smoothing, in float32."""
@@ -34,9 +59,11 @@ def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing:
                     ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
   """Builds `train_step(state, batch, rng) -> (state, metrics)`.
 
-  A step whose loss or gradient norm is NaN/Inf is not applied (the state is kept, `step` still
-  advances so the data position moves on, and `skipped_steps` counts it); the caller decides
-  whether to stop or go on.
+  A step whose loss, gradient norm or updated parameters are NaN/Inf is not applied (the state is
+  kept, `step` still advances so the data position moves on, and `skipped_steps` counts it); the
+  caller decides whether to stop or go on. Checking the new parameters too catches an update that
+  overflows although its gradients were finite (a learning rate far too large), which would
+  otherwise be checkpointed.
 
   Args:
     model: the EfficientNet module.
@@ -92,7 +119,7 @@ def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing:
       ema = optim.update_ema(ema, {'params': params, 'batch_stats': batch_stats},
                              state.step + 1, ema_decay)
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = state.replace(
         step=state.step + 1,

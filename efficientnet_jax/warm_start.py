@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -69,7 +70,9 @@ def init_from(state, path: str):
   merged, fresh = merge(target, source)
   if fresh:
     logging.info('init_from: new head (shapes differ from %s): %s', path, ', '.join(fresh))
-  shard = lambda new, old: jax.device_put(new, old.sharding)
+  # From host values on every process (device_put cannot target another process's devices).
+  shard = lambda new, old: jax.make_array_from_callback(
+      old.shape, old.sharding, lambda index: np.asarray(new)[index])
   merged = jax.tree.map(shard, merged, target)
   ema = state.ema
   if ema is not None:

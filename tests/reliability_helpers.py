@@ -1,0 +1,209 @@
+"""Shared by the reliability tests: launching the real CLIs, watching, signalling, comparing them.
+
+Every run is `python -m efficientnet_jax.main --config=tests/reliability_config.py` in a subprocess
+with the test suite's XLA flags and persistent compilation cache (tests/conftest.py), so that
+compiling the tiny model's steps is paid once per machine. `reference()` is one uninterrupted run
+and its `evaluate` JSON, made once per test session even across pytest-xdist workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = 'tests/reliability_config.py'
+TOTAL_STEPS = 8  # tests/reliability_config.py
+CACHE_DIR = os.path.join(tempfile.gettempdir(), 'efficientnet_jax_test_xla_cache')  # conftest.py
+TIMEOUT_S = 600  # A hung run fails its test instead of hanging CI.
+
+
+def environment(devices: int = 4, **extra: str) -> dict[str, str]:
+  """The environment of a CLI subprocess: `devices` fake CPU devices, the tests' XLA set-up."""
+  env = dict(os.environ)
+  for name in ('EFFICIENTNET_JAX_TRACEBACK', 'EFFICIENTNET_JAX_TEST_NONFINITE_STEP',
+               'EFFICIENTNET_JAX_TEST_STEP_DELAY'):
+    env.pop(name, None)
+  env.update(
+      JAX_PLATFORMS='cpu', CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2',
+      XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} '
+                '--xla_backend_optimization_level=0',
+      JAX_COMPILATION_CACHE_DIR=CACHE_DIR, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+  env.update(extra)
+  return env
+
+
+def main_args(workdir, *flags: str, config: str = CONFIG) -> list[str]:
+  return [sys.executable, '-m', 'efficientnet_jax.main', f'--config={config}',
+          f'--workdir={workdir}', *flags]
+
+
+class Launch:
+  """A CLI subprocess whose stdout/stderr go to files that the test can read while it runs."""
+
+  def __init__(self, args: list[str], log_prefix, env: dict[str, str] | None = None):
+    self.stdout_path, self.stderr_path = f'{log_prefix}.out', f'{log_prefix}.err'
+    with open(self.stdout_path, 'w') as out, open(self.stderr_path, 'w') as err:
+      self.process = subprocess.Popen(args, cwd=REPO, env=env or environment(), stdout=out,
+                                      stderr=err, stdin=subprocess.DEVNULL)
+
+  @property
+  def stdout(self) -> str:
+    with open(self.stdout_path) as f:
+      return f.read()
+
+  @property
+  def stderr(self) -> str:
+    with open(self.stderr_path) as f:
+      return f.read()
+
+  def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S,
+                 poll_s: float = 0.05) -> None:
+    """Polls `condition` until true; fails if the process exits or the time runs out first."""
+    deadline = time.time() + timeout
+    while not condition():
+      if self.process.poll() is not None:
+        raise AssertionError(f'exited ({self.process.returncode}) before {what}:\n'
+                             f'{self.tail()}')
+      if time.time() > deadline:
+        self.kill()
+        raise AssertionError(f'timed out waiting for {what}:\n{self.tail()}')
+      time.sleep(poll_s)
+
+  def wait(self, timeout: float = TIMEOUT_S) -> int:
+    try:
+      return self.process.wait(timeout)
+    except subprocess.TimeoutExpired:
+      self.kill()
+      raise AssertionError(f'still running after {timeout} s:\n{self.tail()}') from None
+
+  def signal(self, sig: int) -> None:
+    os.kill(self.process.pid, sig)
+
+  def kill(self) -> None:
+    """SIGKILL (if still running; a reaped pid may belong to someone else by now)."""
+    if self.process.poll() is None:
+      with contextlib.suppress(ProcessLookupError):
+        self.signal(signal.SIGKILL)
+    self.process.wait()
+
+  def tail(self, lines: int = 30) -> str:
+    return '\n'.join((self.stdout + self.stderr).splitlines()[-lines:])
+
+
+def run_main(workdir, *flags: str, log_prefix=None, env=None, check: bool = True) -> Launch:
+  """Runs main to the end; fails the test on a non-zero exit when `check`."""
+  launch = Launch(main_args(workdir, *flags), log_prefix or f'{workdir}-main', env)
+  code = launch.wait()
+  if check:
+    assert code == 0, launch.tail()
+  return launch
+
+
+def evaluate_json(workdir, *flags: str, config: str = CONFIG, env=None) -> dict:
+  """The evaluate CLI's last stdout line (by default one process, 4 devices)."""
+  result = subprocess.run(
+      [sys.executable, '-m', 'efficientnet_jax.evaluate', f'--config={config}',
+       f'--workdir={workdir}', *flags], cwd=REPO, env=env or environment(),
+      capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def metrics(workdir) -> list[dict]:
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def train_losses(workdir) -> dict[int, float]:
+  """{step: train_loss}; a step logged twice (not dropped after a resume) fails the test."""
+  losses = {}
+  for entry in metrics(workdir):
+    if 'train_loss' in entry:
+      assert entry['step'] not in losses, f'step {entry["step"]} logged twice'
+      losses[entry['step']] = entry['train_loss']
+  return losses
+
+
+def final_eval(workdir) -> dict[str, float]:
+  evals = [e for e in metrics(workdir) if 'eval_top1' in e]
+  return {k: v for k, v in evals[-1].items() if k != 'time'}
+
+
+def checkpoint_steps(workdir) -> list[int]:
+  directory = os.path.join(workdir, 'checkpoints')
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+
+
+def unfinished_writes(workdir) -> list[str]:
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    return []
+  return sorted(n for n in os.listdir(directory) if '.orbax-checkpoint-tmp' in n)
+
+
+def snapshot(directory) -> dict[str, tuple[int, int]]:
+  """{relative path: (size, mtime_ns)} of everything under `directory`, itself included."""
+  entries = {}
+  for root, dirs, files in os.walk(directory):
+    for name in ['.'] + dirs + files:
+      path = os.path.join(root, name)
+      stat = os.lstat(path)
+      entries[os.path.relpath(path, directory)] = (stat.st_size, stat.st_mtime_ns)
+  return entries
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _session_dir(tmp_path_factory) -> str:
+  """A directory shared by all xdist workers of this session (and by nobody else)."""
+  base = tmp_path_factory.getbasetemp()
+  return str(base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base)
+
+
+def reference(tmp_path_factory) -> tuple[str, dict]:
+  """(workdir, evaluate JSON) of one uninterrupted run, made once per session. Do not modify."""
+  root = _session_dir(tmp_path_factory)
+  workdir = os.path.join(root, 'reliability-reference')
+  done = os.path.join(root, 'reliability-reference.json')
+  with open(os.path.join(root, 'reliability-reference.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Another worker may be making it: wait for it.
+    if not os.path.exists(done):
+      shutil.rmtree(workdir, ignore_errors=True)
+      run_main(workdir)
+      with open(done, 'w') as f:
+        json.dump(evaluate_json(workdir), f)
+  with open(done) as f:
+    return workdir, json.load(f)
+
+
+def copy_run(source, destination) -> str:
+  shutil.copytree(source, destination)
+  return str(destination)
+
+
+def restore_arrays(workdir, step: int) -> dict[str, bytes]:
+  """{leaf path: bytes} of a checkpoint's train state, for bit-for-bit comparisons."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+  import orbax.checkpoint as ocp
+  path = os.path.join(os.path.abspath(workdir), 'checkpoints', str(step), 'state')
+  with ocp.StandardCheckpointer() as checkpointer:
+    tree = checkpointer.restore(path)
+  return {jax.tree_util.keystr(key): np.asarray(value).tobytes()
+          for key, value in jax.tree_util.tree_flatten_with_path(tree)[0]}
