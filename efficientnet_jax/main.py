@@ -29,11 +29,13 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise cli.UsageError(f'Unexpected arguments {argv[1:]}; options are --flag=value.')
-  cli.initialize_distributed()
+  # pylint: disable-next=g-import-not-at-top
+  from efficientnet_jax import compile_cache
+  # Both before the backend starts (initialize_distributed queries it).
+  compile_cache.set_backend_optimization_level(FLAGS.config.get('xla_backend_optimization_level'))
   if FLAGS.config.get('compilation_cache_dir'):
-    # pylint: disable-next=g-import-not-at-top
-    from efficientnet_jax import compile_cache
-    compile_cache.enable(FLAGS.config.compilation_cache_dir)  # Before anything is compiled.
+    compile_cache.enable(FLAGS.config.compilation_cache_dir)
+  cli.initialize_distributed()
   import jax  # pylint: disable=g-import-not-at-top
   from efficientnet_jax import train  # pylint: disable=g-import-not-at-top
   logging.info('Process %d/%d, devices: %s', jax.process_index(), jax.process_count(),

@@ -44,7 +44,9 @@ def model_from_config(config) -> model_lib.EfficientNet:
   overrides: dict[str, Any] = dict(
       dropout_rate=config.dropout_rate, drop_path_rate=config.drop_path_rate,
       num_classes=config.num_classes, dtype=jnp.dtype(config.dtype), remat=config.remat,
-      padding=config.padding, bn_group_size=config.bn_group_size or None)
+      padding=config.padding, bn_group_size=config.bn_group_size or None,
+      bn_momentum=config.get('bn_momentum', 0.99),
+      depthwise_impl=config.get('depthwise_impl', 'auto'))
   if config.get('phi') is not None:
     overrides.update(scaling.compound(config.phi, config.alpha, config.beta,
                                       config.gamma).as_overrides())
