@@ -1,0 +1,68 @@
+r"""Step 1 of compound scaling: fix φ = 1 and grid-search (α, β, γ) under α·β²·γ² ≈ 2.
+
+  python experiments/compound_search.py --config=experiments/configs/digits_search.py \
+      --workdir=runs/search                  # every trial in turn, then the merge
+  python experiments/compound_search.py --config=... --workdir=DIR --list     # one command/trial
+  python experiments/compound_search.py --config=... --workdir=DIR --trial=3  # just trial 3
+  python experiments/compound_search.py --config=... --workdir=DIR --merge    # results.* only
+
+Each admissible triple gives one φ = 1 model: the baseline's width ·β, depth ·α and resolution ·γ
+(the compound builder `scaling.compound(1, α, β, γ, base_resolution=…)`). Its FLOPs are measured
+on the built network and reported beside the nominal α·β²·γ². Writes DIR/results.json,
+DIR/results.md and DIR/search.png, and prints the best triple.
+
+Config (see experiments/configs/digits_search.py): `train` (a `configs.common.get_config`
+training config: data, budget, recipe), `baseline` (width, depth, resolution,
+resolution_multiple), `search` (alphas, betas, gammas, target, tolerance), `metric`, and
+`xla_backend_optimization_level` (None: XLA's default).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __package__ in (None, ''):  # Run as a file: import `experiments` and `configs` from the repo.
+  sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+
+from experiments import grid  # pylint: disable=g-import-not-at-top
+from experiments import points  # pylint: disable=g-import-not-at-top
+from experiments import report  # pylint: disable=g-import-not-at-top
+from experiments import sweep  # pylint: disable=g-import-not-at-top
+
+
+def triples(config) -> list[grid.Triple]:
+  """The admissible (α, β, γ) of a search config, in trial order."""
+  s = config.search
+  return grid.enumerate_triples(s.alphas, s.betas, s.gammas, target=s.target,
+                                tolerance=s.tolerance)
+
+
+def plan(config) -> list[sweep.Trial]:
+  """One φ = 1 trial per admissible triple, with its measured FLOPs and parameters."""
+  base = points.baseline_from_config(config.baseline)
+  base_flops = points.count_macs(config.train, base.point)
+  trials = []
+  for i, t in enumerate(triples(config)):
+    point = points.compound_point(base, 1.0, t.alpha, t.beta, t.gamma)
+    cost = points.measure(config.train, point)
+    trials.append(sweep.Trial(i, point, {
+        'alpha': t.alpha, 'beta': t.beta, 'gamma': t.gamma,
+        'nominal_ratio': round(t.nominal_ratio, 6), **cost,
+        'flops_ratio': round(cost['flops'] / base_flops, 6)}))
+  if not trials:
+    raise ValueError('No (α, β, γ) on the grid satisfies the constraint; widen the grid or '
+                     'config.search.tolerance.')
+  return trials
+
+
+def summarize(config, results, workdir: str) -> None:
+  print(report.write_search(results, workdir, config.metric), flush=True)
+  print(f'wrote {os.path.join(workdir, "results.json")}, results.md, search.png', flush=True)
+
+
+if __name__ == '__main__':
+  sweep.define_flags()
+  app.run(sweep.main(plan, summarize))

@@ -1,0 +1,24 @@
+r"""Step 2 and the single-dimension ablations on the embedded digits, on CPU (9 trials).
+
+  python experiments/scaling_curves.py --config=experiments/configs/digits_curves.py \
+      --workdir=runs/digits_curves
+
+The same baseline, budget and recipe as digits_search.py; the paper's (α, β, γ) =
+(1.2, 1.1, 1.15) by default — pass a search's best with e.g. `--config.curves.alpha=1.4`.
+φ = 0, 1, 2 (up to ~4× the baseline's FLOPs): 3 compound models, then width-, depth- and
+resolution-only models at the measured FLOPs of φ = 1 and 2. `:tiny`: φ = 0, 1 with 2-step trials.
+"""
+
+from experiments.configs import proxies
+
+
+def get_config(arg=None):
+  c = proxies.digits_experiment()
+  c.curves = dict(alpha=1.2, beta=1.1, gamma=1.15, phis=(0, 1, 2),
+                  dimensions=('width', 'depth', 'resolution'), max_coefficient=64.0)
+  if arg == 'tiny':
+    proxies.apply_tiny(c)
+    c.curves.phis = (0, 1)
+  elif arg:
+    raise ValueError(f"Unknown config arg {arg!r}; the only one is 'tiny'.")
+  return c
