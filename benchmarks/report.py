@@ -1,0 +1,149 @@
+"""Turns `run_gpu_suite.py`'s suite.json into the markdown for docs/benchmarks.md.
+
+  python benchmarks/report.py OUT/suite.json > table.md     (or the OUT directory)
+
+Pairs `ours_X` with `timm_X` (same workload, same run, same card) and states each acceptance
+target of issue 7 with whether the measured figure meets it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+# workload -> (label, min ours img/s, min ratio ours/timm); None: no such target.
+TARGETS: dict[str, tuple[str, float | None, float | None]] = {
+    'b0_train': ('B0 train', 12_000, 1.9),
+    'b0_infer': ('B0 infer', 40_000, None),
+    'b4_train': ('B4 train', None, 1.5),
+    'b7_train': ('B7 train (ours remat)', None, 1.5),
+}
+COLD_COMPILE_MAX_S, WARM_FIRST_STEP_MAX_S = 60.0, 10.0
+
+
+def load(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+  """(environment, {item name: record}) from suite.json, or from the directory holding it."""
+  if os.path.isdir(path):
+    path = os.path.join(path, 'suite.json')
+  with open(path) as f:
+    suite = json.load(f)
+  return suite.get('environment', {}), {r['item']: r for r in suite.get('items', [])}
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+  return '—' if value is None else f'{value:,.{digits}f}'
+
+
+def _gib(value: int | None) -> str:
+  return '—' if value is None else f'{value / 2**30:.1f}'
+
+
+def _check(ok: bool | None) -> str:
+  return '—' if ok is None else ('yes' if ok else '**no**')
+
+
+def _status(record: dict[str, Any] | None) -> str:
+  return 'not run' if record is None else record['status']
+
+
+def workload_rows(records: dict[str, dict[str, Any]]) -> list[str]:
+  rows = ['| workload | res | dtype | batch ours / timm | ours img/s | timm compiled img/s | '
+          'ratio | ours MFU | ours step ms | ours peak GiB | timm peak GiB | targets | met |',
+          '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+  for key, (label, min_rate, min_ratio) in TARGETS.items():
+    o_rec, t_rec = records.get(f'ours_{key}'), records.get(f'timm_{key}')
+    o = (o_rec or {}).get('result') or {}
+    t = (t_rec or {}).get('result') or {}
+    if not o and not t:
+      rows.append(f'| {label} | | | | {_status(o_rec)} | {_status(t_rec)} | | | | | | | |')
+      continue
+    rate, timm_rate = o.get('images_per_sec'), t.get('images_per_sec')
+    ratio = rate / timm_rate if rate and timm_rate else None
+    targets, met = [], []
+    if min_rate:
+      targets.append(f'≥ {min_rate:,.0f} img/s')
+      met.append(None if rate is None else rate >= min_rate)
+    if min_ratio:
+      targets.append(f'≥ {min_ratio}× timm')
+      met.append(None if ratio is None else ratio >= min_ratio)
+    if o.get('model') and o['model'].upper() != label.split()[0]:
+      label = f'{label} (ran {o["model"].upper()})'  # SUITE_SMOKE runs B0 in every slot.
+    mfu = o.get('mfu')
+    timm_name = t.get('model', '')
+    timm_cell = (f'{_num(timm_rate)} ({timm_name}{"" if t.get("compiled", True) else ", eager"})'
+                 if t else _status(t_rec))
+    rows.append(
+        f'| {label} | {o.get("resolution", t.get("resolution", ""))} | '
+        f'{o.get("dtype", t.get("dtype", ""))} | '
+        f'{o.get("batch", "—")} / {t.get("batch", "—")} | '
+        f'{_num(rate) if o else _status(o_rec)} | {timm_cell} | '
+        f'{_num(ratio, 2) + "×" if ratio else "—"} | '
+        f'{"—" if mfu is None else f"{100 * mfu:.1f}%"} | {_num(o.get("step_ms_median"), 1)} | '
+        f'{_gib(o.get("peak_memory_bytes"))} | {_gib(t.get("peak_memory_bytes"))} | '
+        f'{", ".join(targets)} | {" / ".join(_check(m) for m in met)} |')
+  return rows
+
+
+def compile_rows(records: dict[str, dict[str, Any]]) -> list[str]:
+  cold = ((records.get('ours_b0_train') or {}).get('result') or {})
+  warm = ((records.get('ours_b0_train_warm') or {}).get('result') or {})
+  cold_s = cold.get('compile_s')
+  warm_s = warm.get('time_to_first_step_s')
+  return [
+      f'| B0 train step, {cold.get("resolution", "—")} px | value | target | met |',
+      '|---|---|---|---|',
+      f'| cold compile (empty cache), s | {_num(cold_s, 1)} (+ trace/lower '
+      f'{_num(cold.get("lower_s"), 1)}) | ≤ {COLD_COMPILE_MAX_S:.0f} | '
+      f'{_check(None if cold_s is None else cold_s <= COLD_COMPILE_MAX_S)} |',
+      f'| restart with warm cache: process start → first step done, s | {_num(warm_s, 1)} '
+      f'(compile {_num(warm.get("compile_s"), 1)}, cache hits '
+      f'{warm.get("compile_cache_hits", "—")}) | ≤ {WARM_FIRST_STEP_MAX_S:.0f} | '
+      f'{_check(None if warm_s is None else warm_s <= WARM_FIRST_STEP_MAX_S)} |',
+  ]
+
+
+def header(env: dict[str, Any], records: dict[str, dict[str, Any]]) -> list[str]:
+  ours = next((r['result'] for r in records.values()
+               if r.get('result') and 'jax_version' in r['result']), {})
+  timm = next((r['result'] for r in records.values()
+               if r.get('result') and 'torch_version' in r['result']), {})
+  card = env.get('gpu') or ours.get('device_kind') or timm.get('device_kind') or 'unknown'
+  lines = [
+      f'- Date: {env.get("date", "unknown")}'
+      f'{"  (SUITE_SMOKE: CPU plumbing test)" if env.get("smoke") else ""}',
+      f'- Card: {card}; driver {env.get("driver", "—")}, CUDA (driver) '
+      f'{env.get("cuda_driver", "—")}, memory {env.get("gpu_memory", "—")}, power limit '
+      f'{env.get("power_limit", "—")}; host CPUs {env.get("cpus", "—")}',
+      f'- Ours: jax {ours.get("jax_version", "—")} (jaxlib {ours.get("jaxlib_version", "—")}), '
+      f'flax {ours.get("flax_version", "—")}, optax {ours.get("optax_version", "—")}, '
+      f'Python {ours.get("python_version", "—")}',
+      f'- timm: timm {timm.get("timm_version", "—")}, torch {timm.get("torch_version", "—")}, '
+      f'CUDA {timm.get("cuda_version", "—")}, cuDNN {timm.get("cudnn_version", "—")}; '
+      'torch.compile (inductor), bf16 autocast, channels-last',
+      '- Synthetic data on device; median step after warm-up; img/s = batch / median step.',
+  ]
+  return lines
+
+
+def render(path: str) -> str:
+  env, records = load(path)
+  skipped = [f'{name}: {r["status"]}' for name, r in records.items() if r['status'] != 'ok']
+  parts = header(env, records) + [''] + workload_rows(records) + [''] + compile_rows(records)
+  if skipped:
+    parts += ['', 'Not measured in this run:'] + [f'- {s}' for s in skipped]
+  return '\n'.join(parts) + '\n'
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) != 2 or not os.path.exists(argv[1]):
+    print('error: usage: report.py SUITE_JSON (or the $OUT directory run_gpu_suite.py wrote)',
+          file=sys.stderr)
+    return 2
+  sys.stdout.write(render(argv[1]))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))
