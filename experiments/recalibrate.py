@@ -57,7 +57,7 @@ def checkpoint_metrics(config, directory: str, num_batches: int = 0,
   s = train.setup(config)
   checkpointer = train.checkpointer_for(config, directory, create=False)
   try:
-    state, _, _ = checkpointer.restore(s.state)
+    state, _, _ = checkpointer.restore(s.abstract_state)  # No initialiser compile.
   finally:
     checkpointer.close()
   if num_batches:
