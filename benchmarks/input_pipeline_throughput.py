@@ -39,7 +39,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from efficientnet_jax import preprocessing  # pylint: disable=g-import-not-at-top
+from efficientnet_jax.input import preprocessing  # pylint: disable=g-import-not-at-top
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -2,8 +2,8 @@
 
   python benchmarks/report.py OUT/suite.json > table.md     (or the OUT directory)
 
-Pairs `ours_X` with `timm_X` (same workload, same run, same card) and states each acceptance
-target of issue 7 with whether the measured figure meets it.
+Pairs `ours_X` with `timm_X` (same workload, same run, same card) and states each of the
+project's performance targets (docs/benchmarks.md) with whether the measured figure meets it.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ every JAX run starts with empty device memory):
                        is the cold compile of the train step
   ours_b0_train_warm   the same command again, cache now warm: `time_to_first_step_s` is a
                        restart's time to its first step (process start included)
-  timm_b0_train        timm efficientnet_b0, the issue's reference model
+  timm_b0_train        timm efficientnet_b0, the reference figures' model
   ours_b0_infer / timm_b0_infer
   ours_b4_train / timm_b4_train   B4@380 (timm tf_efficientnet_b4: TF 'SAME' padding, as ours)
   ours_b7_train / timm_b7_train   B7@600, the largest batch that fits from a list; ours

@@ -1,4 +1,4 @@
-"""EfficientNet-B1, the TF reference recipe (REFERENCE section 4).
+"""EfficientNet-B1, the TF reference recipe (docs/reference.md §5).
 
 Launch:
   python -m efficientnet_jax.main --config=configs/b1.py --workdir=runs/b1 \
@@ -7,8 +7,8 @@ Launch:
   python -m efficientnet_jax.main --config=configs/b1.py:smoke,dataset=digits --workdir=/tmp/smoke
 """
 
-from configs import common
+from efficientnet_jax import config
 
 
 def get_config(arg=None):
-  return common.get_config('b1', arg)
+  return config.get_config('b1', arg)

@@ -1,4 +1,4 @@
-"""EfficientNet-B3, the TF reference recipe (REFERENCE section 4).
+"""EfficientNet-B3, the TF reference recipe (docs/reference.md §5).
 
 Launch:
   python -m efficientnet_jax.main --config=configs/b3.py --workdir=runs/b3 \
@@ -7,8 +7,8 @@ Launch:
   python -m efficientnet_jax.main --config=configs/b3.py:smoke,dataset=digits --workdir=/tmp/smoke
 """
 
-from configs import common
+from efficientnet_jax import config
 
 
 def get_config(arg=None):
-  return common.get_config('b3', arg)
+  return config.get_config('b3', arg)

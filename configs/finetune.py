@@ -10,11 +10,11 @@ its shape differs from the 1000-class source. Inputs use the ImageNet normalisat
 timm/Keras B-series weights expect (use `:model=lite0,normalization=lite`-style args for others).
 """
 
-from configs import common
+from efficientnet_jax import config
 
 
 def get_config(arg=None):
-  return common.get_config(
+  return config.get_config(
       'b0', arg, dataset='digits', image_size=64, dtype='float32', normalization='imagenet',
       batch_size=32, eval_batch_size=360, num_epochs=3.0, optimizer='sgd', learning_rate=0.01,
       lr_base_batch_size=0, lr_schedule='cosine', warmup_epochs=0.0, weight_decay=1e-5,

@@ -7,8 +7,8 @@ Launch:
   python -m efficientnet_jax.main --config=configs/l2.py:smoke,dataset=digits --workdir=/tmp/smoke
 """
 
-from configs import common
+from efficientnet_jax import config
 
 
 def get_config(arg=None):
-  return common.get_config('l2', arg)
+  return config.get_config('l2', arg)

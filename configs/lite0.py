@@ -4,11 +4,12 @@ Launch:
   python -m efficientnet_jax.main --config=configs/lite0.py --workdir=runs/lite0 \
       --config.data_dir=$TFDS_DATA_DIR
   python -m efficientnet_jax.main --config=configs/lite0.py:batch=512,epochs=30 --workdir=...
-  python -m efficientnet_jax.main --config=configs/lite0.py:smoke,dataset=digits --workdir=/tmp/smoke
+  python -m efficientnet_jax.main --config=configs/lite0.py:smoke,dataset=digits \
+      --workdir=/tmp/smoke
 """
 
-from configs import common
+from efficientnet_jax import config
 
 
 def get_config(arg=None):
-  return common.get_config('lite0', arg)
+  return config.get_config('lite0', arg)

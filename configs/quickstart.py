@@ -1,26 +1,25 @@
-"""Quick start: a compound-scaled EfficientNet on the embedded digits, on CPU, in under 4 minutes.
+"""Quick start: a compound-scaled EfficientNet on the embedded digits, on a CPU, in minutes.
 
   python -m efficientnet_jax.main --config=configs/quickstart.py --workdir=runs/quickstart
 
 The model is the B0 baseline scaled down with the compound rule (φ = -4: depth 1.2⁻⁴ = 0.48,
-width 1.1⁻⁴ = 0.68; 10 blocks, 1.19 M parameters, 3.0 M multiply-adds) and trained on scikit-learn's 1,797 real 8×8
-handwritten digits, upscaled to 32 px (fixed 1,437 / 360 train/test split, no download).
-Everything else is the real system: RMSProp, EMA, checkpoints, resume, TensorBoard and JSONL
-metrics. Measured on a 2-core CPU: 98.3% test top-1 (EMA weights 98.9%) in 3 min 22 s
-(README, docs/benchmarks.md).
+width 1.1⁻⁴ = 0.68; 10 blocks, 1.19 M parameters, 3.0 M multiply-adds) and trained on
+scikit-learn's 1,797 real 8×8 handwritten digits, upscaled to 32 px (fixed 1,437 / 360
+train/test split, no download). Everything else is the real system: RMSProp, EMA, checkpoints,
+resume, TensorBoard and JSONL metrics. What it reaches and how long it takes: README and
+docs/benchmarks.md ("Quick start").
 
 Two choices differ from the ImageNet recipe, both because the run is only 550 steps long:
 * a cosine schedule with one warm-up epoch (the TF decay of ×0.97 every 2.4 epochs assumes 350);
 * BN moving statistics with momentum 0.9 instead of 0.99: with 0.99 they remember ~100 steps,
-  which here still describe much earlier weights, and evaluation collapses (measured: 10% test
-  top-1 after 200 steps while training accuracy was 65%).
+  which here still describe much earlier weights, and evaluation collapses.
 """
 
-from configs import common
+from efficientnet_jax import config
 
 
 def get_config(arg=None):
-  return common.get_config(
+  return config.get_config(
       'b0', arg, dataset='digits', phi=-4.0, image_size=32, dtype='float32',
       batch_size=64, eval_batch_size=360, num_epochs=25.0, lr_schedule='cosine',
       warmup_epochs=1.0, learning_rate=0.016, bn_momentum=0.9, ema_decay=0.999,

@@ -1,9 +1,12 @@
-"""What the command-line entry points share: multi-process start-up and one-line errors.
+"""What the command-line entry points share: one-line errors, a quiet console, multi-process start.
 
 A mistake in the input (a flag, a config key or value, a path, a checkpoint of another model)
-prints one `error: ...` line on stderr and exits 2, before anything is written; a diverged run
-exits 3. Other exceptions are bugs and keep their traceback; EFFICIENTNET_JAX_TRACEBACK=1 shows
-it for the input errors too.
+prints one `error: ...` line on stderr and exits 2, before anything is written; the other codes
+are in `errors.py` (3 diverged, 4 a checkpoint write failed). Other exceptions are bugs and keep
+their traceback; EFFICIENTNET_JAX_TRACEBACK=1 shows it for the input errors too.
+
+Libraries (orbax, JAX, TensorFlow) narrate at INFO; the tools show only warnings unless
+`--verbosity` is given, so that the console holds what the tool itself prints.
 """
 
 from __future__ import annotations
@@ -16,15 +19,28 @@ from typing import Callable, NoReturn
 from absl import flags
 from absl import logging
 
+from efficientnet_jax import config as config_lib
+# The errors the tools raise, importable from here too (`cli.UsageError`).
+from efficientnet_jax.errors import USAGE_EXIT_CODE, UsageError  # noqa: F401
+
+# TensorFlow's C++ start-up lines (CPU features, oneDNN) before its import, wherever that is.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 FLAGS = flags.FLAGS
 TRACEBACK_ENV = 'EFFICIENTNET_JAX_TRACEBACK'
-USAGE_EXIT_CODE = 2
+
+
+def quiet_libraries() -> None:
+  """Shows warnings and errors only, unless the user passed `--verbosity`.
+
+  absl's verbosity is the level of the Python root logger too, which JAX and orbax log to.
+  """
+  if 'verbosity' not in FLAGS or not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
 
 
 def define_distributed_flags() -> None:
-  """The flags of a multi-process run started by hand (DESIGN.md)."""
+  """The flags of a multi-process run started by hand (`main` and `evaluate`)."""
   flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0, for a run started '
                       'by hand; omit to auto-detect a TPU pod or cluster.')
   flags.DEFINE_integer('num_processes', None, 'Number of processes (with coordinator_address).')
@@ -62,21 +78,25 @@ def _cluster_detected() -> bool:
   return any(m in os.environ for m in markers)
 
 
-class UsageError(ValueError):
-  """A bad command-line input; the message says how to fix it."""
-
-
 # Errors that are the user's input, not a bug: shown as one line, exit code 2. An exception
-# with an `exit_code` attribute (train.DivergenceError) is shown the same way with its own code.
+# with an `exit_code` attribute (the classes of `errors.py`) is shown the same way, with its code.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     ValueError, KeyError, FileNotFoundError, PermissionError, NotADirectoryError,
     IsADirectoryError)
 
 
-def fail(message: str, exit_code: int = USAGE_EXIT_CODE) -> NoReturn:
-  """Prints `error: message` as one line on stderr and exits."""
+def fail(message: str, exit_code: int = USAGE_EXIT_CODE, *, immediately: bool = False
+         ) -> NoReturn:
+  """Prints `error: message` as one line on stderr and exits.
+
+  With `immediately`, exits without waiting for other threads (`os._exit`, after flushing): a
+  library's stuck background threads must not hold the process (`errors.CheckpointWriteError`).
+  """
   logging.flush()
   print(f'error: {" ".join(message.split())}', file=sys.stderr, flush=True)
+  if immediately:
+    sys.stdout.flush()
+    os._exit(exit_code)  # pylint: disable=protected-access
   sys.exit(exit_code)
 
 
@@ -92,7 +112,7 @@ def run(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
       if exit_code is None or os.environ.get(TRACEBACK_ENV):
         raise
       message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-      fail(message, exit_code)
+      fail(message, exit_code, immediately=getattr(e, 'exit_immediately', False))
   return wrapped
 
 
@@ -101,16 +121,38 @@ def parse_flags(argv: list[str]) -> list[str]:
 
   `config_flags` loads the config file and applies `--config.key=value` while the flags are
   parsed, before `main` runs, and reports a typo as a traceback; this names the flag instead.
+  Config keys under their former names (`--config.rmsprop_decay`) are renamed first, and
+  `--help` exits 0.
   """
+  renamed = [_renamed_config_flag(arg) for arg in argv]
+  if list(argv) == sys.argv:
+    sys.argv[:] = renamed  # config_flags reads the `--config.*` overrides from sys.argv.
+  argv = renamed
   try:
     remaining = FLAGS(argv)
     if 'config' in FLAGS and FLAGS['config'].present:
       FLAGS.config.keys()  # A config file that failed to load raises on first access.
     return remaining
+  except SystemExit as e:
+    # absl prints the usage for --help and exits 1; asking for help is not a failure.
+    if any(arg in _HELP_FLAGS for arg in argv[1:]):
+      raise SystemExit(0) from e
+    raise
   except Exception as e:  # pylint: disable=broad-except
     if os.environ.get(TRACEBACK_ENV):
       raise
     fail(flag_error_message(e, argv))
+
+
+_HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
+
+
+def _renamed_config_flag(arg: str) -> str:
+  """`--config.OLD=v` → `--config.NEW=v` for the keys `config.RENAMED_KEYS` lists."""
+  if not arg.startswith('--config.'):
+    return arg
+  name, sep, value = arg[len('--config.'):].partition('=')
+  return f'--config.{config_lib.RENAMED_KEYS.get(name, name)}{sep}{value}'
 
 
 def flag_error_message(error: BaseException, argv: list[str]) -> str:
@@ -125,11 +167,11 @@ def flag_error_message(error: BaseException, argv: list[str]) -> str:
               f'did you mean {match.group(1)!r}?')
   if any(isinstance(e, (KeyError, AttributeError)) for e in chain):
     root = texts[-1]
-    if root.startswith('Unknown config key'):  # configs/common.py's own message.
+    if root.startswith('Unknown config key'):  # The config builder's own message.
       return root
     key = root.strip('\'"')
     return (f'unknown config key {key!r} in {_override_flag(argv, key)}; the keys are those of '
-            'configs/common.py.')
+            'efficientnet_jax/config.py.')
   if isinstance(chain[-1], OSError) or 'earlier failure to load' in texts[0]:
     reason = [line.strip() for line in texts[0].splitlines() if line.strip()][-1]
     return f'cannot load the config file of --config: {reason}'

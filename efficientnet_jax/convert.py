@@ -18,24 +18,10 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from efficientnet_jax import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('source', None, 'Format of --input: timm, efficientnet_pytorch or keras.')
-flags.DEFINE_string('model', None, 'Variant: b0 … b8, l2, lite0 … lite4 (or the source\'s own '
-                    'name, e.g. tf_efficientnet_b0 / efficientnet_b0 for timm).')
-flags.DEFINE_string('input', None, 'The foreign weights file.')
-flags.DEFINE_string('output', None, 'The directory to write (meta.json + variables/).')
-flags.DEFINE_bool('overwrite', False, 'Replace --output if it exists and is not empty.')
-flags.DEFINE_integer('resolution', None, 'Override the recorded eval resolution.')
-flags.DEFINE_integer('crop_padding', None, 'Override the recorded eval crop padding '
-                     '(centre crop keeps res/(res+crop_padding) of the shorter side; 0 = all).')
-flags.DEFINE_string('interpolation', None, 'Override the recorded resize method (bicubic, ...).')
-flags.DEFINE_list('mean', None, 'Override the recorded per-channel mean (0..255 scale), R,G,B.')
-flags.DEFINE_list('std', None, 'Override the recorded per-channel std (0..255 scale), R,G,B.')
-
 
 def preprocessing_overrides() -> dict:
   """The preprocessing flags that were given, checked."""
@@ -60,20 +46,36 @@ def preprocessing_overrides() -> dict:
 def convert(source: str, model: str, input_path: str, output: str, *, overwrite: bool = False,
             preprocessing: dict | None = None) -> str:
   """Converts `input_path` and writes `output`; returns the DIR written."""
-  from efficientnet_jax import converters  # pylint: disable=g-import-not-at-top
-  from efficientnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+  from efficientnet_jax.weights import converters  # pylint: disable=g-import-not-at-top
+  from efficientnet_jax.weights import pretrained  # pylint: disable=g-import-not-at-top
   converters.get_converter(source)  # Unknown source: fail before reading anything.
   converted = converters.convert_file(source, model, input_path, preprocessing)
   return pretrained.save_converted(output, converted.meta['model'], converted.variables,
                                    converted.meta, overwrite=overwrite)
 
 
+def _define_flags() -> None:
+  # Defined only when run as a program, so importing this module (tests) cannot collide with
+  # another tool's flags of the same name.
+  flags.DEFINE_string('source', None, 'Format of --input: timm, efficientnet_pytorch or keras.')
+  flags.DEFINE_string('model', None, 'Variant: b0 … b8, l2, lite0 … lite4 (or the source\'s own '
+                      'name, e.g. tf_efficientnet_b0 / efficientnet_b0 for timm).')
+  flags.DEFINE_string('input', None, 'The foreign weights file.')
+  flags.DEFINE_string('output', None, 'The directory to write (meta.json + variables/).')
+  flags.DEFINE_bool('overwrite', False, 'Replace --output if it exists and is not empty.')
+  flags.DEFINE_integer('resolution', None, 'Override the recorded eval resolution.')
+  flags.DEFINE_integer('crop_padding', None, 'Override the recorded eval crop padding '
+                       '(centre crop keeps res/(res+crop_padding) of the shorter side; 0 = all).')
+  flags.DEFINE_string('interpolation', None, 'Override the recorded resize method (bicubic, ...).')
+  flags.DEFINE_list('mean', None, 'Override the recorded per-channel mean (0..255 scale), R,G,B.')
+  flags.DEFINE_list('std', None, 'Override the recorded per-channel std (0..255 scale), R,G,B.')
+
+
 @cli.run
 def main(argv):
   if len(argv) > 1:
     raise cli.UsageError(f'Unexpected arguments {argv[1:]}; options are --flag=value.')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax and JAX narrate every step at INFO.
+  cli.quiet_libraries()  # Orbax and JAX narrate every step at INFO.
   missing = [f'--{name}' for name in ('source', 'model', 'input', 'output')
              if not getattr(FLAGS, name)]
   if missing:
@@ -89,4 +91,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -4,15 +4,16 @@
   python -m efficientnet_jax.main --config=configs/quickstart.py --workdir=runs/quickstart
 
 Rerun the same command after a kill or preemption: it resumes exactly (README, "Fault tolerance").
-Exit codes: 0 done or preempted (SIGTERM/SIGINT, checkpoint saved), 2 bad input (one `error:`
-line on stderr, nothing written), 3 diverged (NaN/Inf; the last checkpoint is intact).
+Exit codes (`errors.py`): 0 done or preempted (SIGTERM/SIGINT, checkpoint saved), 2 bad input
+(one `error:` line on stderr, nothing written), 3 diverged (NaN/Inf; the last checkpoint is
+intact), 4 a checkpoint write failed (the earlier checkpoints are intact).
 """
 
 import sys
+from typing import Sequence
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from efficientnet_jax import cli
@@ -22,26 +23,44 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/NAME.py[:arg]).',
                                 lock_config=True)
 cli.define_distributed_flags()
+flags.adopt_module_key_flags(cli)  # --help lists the multi-process flags too.
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def run(config, workdir: str, hooks: Sequence = ()) -> None:
+  """What `main` does after parsing its flags: start-up, checks, the config, training.
+
+  Args:
+    config: the parsed config.
+    workdir: the run directory.
+    hooks: `training.hooks.StepHook`s for the loop (tests inject faults through them).
+  """
+  # pylint: disable=g-import-not-at-top  (XLA's flags and the cache must precede the backend)
+  from efficientnet_jax.training import compile_cache
+  compile_cache.set_backend_optimization_level(config.get('xla_backend_optimization_level'))
+  if config.get('compilation_cache_dir'):
+    compile_cache.enable(config.compilation_cache_dir)
+  cli.initialize_distributed()
+  import jax
+  from absl import logging
+  from efficientnet_jax.training import loop
+  from efficientnet_jax.training import setup
+  setup.validate(config, workdir)  # Seconds, before the config is printed or anything written.
+  logging.info('Devices: %s', jax.devices())
+  if jax.process_count() > 1:
+    print(f'Process {jax.process_index()}/{jax.process_count()} of a multi-process run, local '
+          f'devices: {jax.local_devices()}', flush=True)
+  if jax.process_index() == 0:
+    print(config, flush=True)
+  loop.train_and_evaluate(config, workdir, hooks=hooks)
 
 
 @cli.run
 def main(argv):
   if len(argv) > 1:
     raise cli.UsageError(f'Unexpected arguments {argv[1:]}; options are --flag=value.')
-  # pylint: disable-next=g-import-not-at-top
-  from efficientnet_jax import compile_cache
-  # Both before the backend starts (initialize_distributed queries it).
-  compile_cache.set_backend_optimization_level(FLAGS.config.get('xla_backend_optimization_level'))
-  if FLAGS.config.get('compilation_cache_dir'):
-    compile_cache.enable(FLAGS.config.compilation_cache_dir)
-  cli.initialize_distributed()
-  import jax  # pylint: disable=g-import-not-at-top
-  from efficientnet_jax import train  # pylint: disable=g-import-not-at-top
-  logging.info('Process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
-               jax.devices())
-  logging.info('Config:\n%s', FLAGS.config)
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  cli.quiet_libraries()
+  run(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':

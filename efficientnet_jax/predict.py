@@ -14,22 +14,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from typing import Any, Sequence
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from efficientnet_jax import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('model', None, 'Variant the weights are for (b0 … b8, l2, lite0 … lite4).')
-flags.DEFINE_string('weights', None, 'A converted weights directory (python -m '
-                    'efficientnet_jax.convert).')
-flags.DEFINE_bool('json', False, 'Print one JSON list instead of text.')
-flags.DEFINE_integer('batch_size', 16, 'Images per forward pass.')
 
 TOP_K = 5
 _CLASS_FILE = os.path.join(os.path.dirname(__file__), 'data', 'imagenet_classes.txt')
@@ -48,33 +41,12 @@ def class_names(num_classes: int) -> list[str]:
 def load_images(paths: Sequence[str], preprocessing: dict[str, Any]):
   """Decodes and preprocesses every image (fails on the first unreadable one, naming it)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  # pylint: disable-next=g-import-not-at-top
-  from efficientnet_jax import preprocessing as preprocessing_lib
-  try:
-    tf.config.set_visible_devices([], 'GPU')  # TF only decodes here; leave accelerators to JAX.
-  except RuntimeError:
-    pass  # TF was already initialised in this process; its device choice stands.
-  images = []
-  for path in paths:
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f'No such image file: {path}')
-    with open(path, 'rb') as f:
-      data = f.read()
-    try:
-      image = preprocessing_lib.preprocess_for_eval(
-          tf.constant(data), int(preprocessing['resolution']),
-          crop_padding=int(preprocessing['crop_padding']),
-          interpolation=preprocessing['interpolation'], mean=preprocessing['mean'],
-          std=preprocessing['std'])
-    except (tf.errors.OpError, ValueError) as e:
-      # Drop TF's '{{function_node ...}}' prefix: the user needs only the reason.
-      reason = re.sub(r'\{\{.*?\}\}', '', str(getattr(e, 'message', e)))
-      reason = ' '.join(reason.split())[:120]
-      raise ValueError(
-          f'{path} is not a readable image (JPEG, PNG, BMP or GIF): {reason}') from None
-    images.append(np.asarray(image))
-  return np.stack(images)
+  # pylint: disable-next=g-import-not-at-top  (TensorFlow: only the input part imports it)
+  from efficientnet_jax.input import preprocessing as preprocessing_lib
+  return np.stack([preprocessing_lib.eval_image_file(
+      path, int(preprocessing['resolution']), crop_padding=int(preprocessing['crop_padding']),
+      interpolation=preprocessing['interpolation'], mean=preprocessing['mean'],
+      std=preprocessing['std']) for path in paths])
 
 
 def top_k(module, variables, images, batch_size: int, k: int = TOP_K):
@@ -103,7 +75,7 @@ def top_k(module, variables, images, batch_size: int, k: int = TOP_K):
 def predict_files(model: str, weights: str, paths: Sequence[str],
                   batch_size: int = 16) -> list[dict[str, Any]]:
   """Top-5 predictions per image: `[{"image", "top5": [{"class_id", "name", "prob"}]}]`."""
-  from efficientnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+  from efficientnet_jax.weights import pretrained  # pylint: disable=g-import-not-at-top
   meta = pretrained.read_meta(os.path.abspath(weights))
   pretrained.check_model(meta, model)
   if int(meta['num_classes']) <= 0:
@@ -128,17 +100,27 @@ def format_text(results: list[dict[str, Any]]) -> str:
   return '\n'.join(lines)
 
 
+def _define_flags() -> None:
+  # Defined only when run as a program, so importing this module (tests) cannot collide with
+  # another tool's flags of the same name.
+  flags.DEFINE_string('model', None, 'Variant the weights are for (b0 … b8, l2, lite0 … lite4).')
+  flags.DEFINE_string('weights', None, 'A converted weights directory (python -m '
+                      'efficientnet_jax.convert).')
+  flags.DEFINE_bool('json', False, 'Print one JSON list instead of text.')
+  flags.DEFINE_integer('batch_size', 16, 'Images per forward pass.')
+
+
 @cli.run
 def main(argv):
   paths = argv[1:]
   if not FLAGS.model or not FLAGS.weights or not paths:
     raise cli.UsageError('usage: python -m efficientnet_jax.predict --model=NAME --weights=DIR '
                          '[--json] IMAGE...')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax narrates every restore at INFO.
+  cli.quiet_libraries()  # Orbax narrates every restore at INFO.
   results = predict_files(FLAGS.model, FLAGS.weights, paths, FLAGS.batch_size)
   print(json.dumps(results) if FLAGS.json else format_text(results), flush=True)
 
 
 if __name__ == '__main__':
+  _define_flags()
   sys.exit(app.run(main, flags_parser=cli.parse_flags))

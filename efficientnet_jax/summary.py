@@ -1,7 +1,7 @@
 """The variant table computed from the code, beside the published figures.
 
   python -m efficientnet_jax.summary                 # aligned text table
-  python -m efficientnet_jax.summary --json          # the table, then a JSON list as the last line
+  python -m efficientnet_jax.summary --json          # only a JSON list on stdout (pipe it to jq)
   python -m efficientnet_jax.summary --models=b0,lite0
 
 Parameters and multiply-adds are measured on the built network (`flops.count_params`,
@@ -12,19 +12,19 @@ against the paper rather than a copy of it.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any, Sequence
 
 from absl import app
 from absl import flags
 
-from efficientnet_jax import flops
-from efficientnet_jax import model
-from efficientnet_jax import scaling
+from efficientnet_jax import cli
+from efficientnet_jax.models import efficientnet
+from efficientnet_jax.models import flops
+from efficientnet_jax.models import scaling
 
-_JSON = flags.DEFINE_bool('json', False, 'Also print the rows as a JSON list (the last line).')
-_MODELS = flags.DEFINE_list('models', None, 'Variants to list (default: all of them).')
 
-# Published figures (REFERENCE §1). Paper Table 2 (arXiv 1905.11946 v5): params, FLOPs
+# Published figures (docs/reference.md §1). Paper Table 2 (arXiv 1905.11946 v5): params, FLOPs
 # (multiply-adds) and top-1 for B0–B7; TF's README MAdds for Lite; timm's GMACs at native size.
 PAPER_TABLE_2 = {
     'b0': (5.3e6, 0.39e9, 77.1), 'b1': (7.8e6, 0.70e9, 79.1), 'b2': (9.2e6, 1.0e9, 80.1),
@@ -40,7 +40,7 @@ TIMM_GMACS = {'b0': 0.40, 'b1': 0.71, 'b2': 1.02, 'b3': 1.87, 'b4': 4.49, 'b5': 
 def variant_row(name: str) -> dict[str, Any]:
   """Measures one variant and pairs it with its published figures (None where there are none)."""
   variant = scaling.get_variant(name)
-  net = model.create_model(name)
+  net = efficientnet.create_model(name)
   paper_params, paper_flops, top1 = PAPER_TABLE_2.get(name, (None, None, None))
   return {
       'name': name,
@@ -102,20 +102,25 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                    + [render(row) for row in lines] + [''] + list(notes))
 
 
+def _define_flags() -> None:
+  # Defined only when run as a program, so importing this module (tests) cannot collide with
+  # another tool's flags of the same name.
+  flags.DEFINE_bool('json', False, 'Print only the rows, as one JSON list.')
+  flags.DEFINE_list('models', None, 'Variants to list (default: all of them).')
+
+
+@cli.run
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  names = _MODELS.value or scaling.MODEL_NAMES
+    raise cli.UsageError(f'Unexpected arguments {argv[1:]}; options are --flag=value.')
+  cli.quiet_libraries()
+  names = flags.FLAGS.models or scaling.MODEL_NAMES
   for name in names:  # Fail on a bad name before measuring anything.
-    try:
-      scaling.get_variant(name)
-    except ValueError as error:
-      raise app.UsageError(str(error)) from None
+    scaling.get_variant(name)
   rows = [variant_row(name) for name in names]
-  print(format_table(rows))
-  if _JSON.value:
-    print(json.dumps(rows), flush=True)
+  print(json.dumps(rows) if flags.FLAGS.json else format_table(rows), flush=True)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  _define_flags()
+  sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -11,26 +11,23 @@ Each admissible triple gives one φ = 1 model: the baseline's width ·β, depth 
 on the built network and reported beside the nominal α·β²·γ². Writes DIR/results.json,
 DIR/results.md and DIR/search.png, and prints the best triple.
 
-Config (see experiments/configs/digits_search.py): `train` (a `configs.common.get_config`
-training config: data, budget, recipe), `baseline` (width, depth, resolution,
-resolution_multiple), `search` (alphas, betas, gammas, target, tolerance), `metric`, and
+Config (see experiments/configs/digits_search.py): `train` (a training config of
+`efficientnet_jax.config.get_config`: data, budget, recipe), `baseline` (width, depth,
+resolution, resolution_multiple), `search` (alphas, betas, gammas, target, tolerance), `metric`, and
 `xla_backend_optimization_level` (None: XLA's default).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
-if __package__ in (None, ''):  # Run as a file: import `experiments` and `configs` from the repo.
-  sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from absl import app
 
-from absl import app  # pylint: disable=g-import-not-at-top
-
-from experiments import grid  # pylint: disable=g-import-not-at-top
-from experiments import points  # pylint: disable=g-import-not-at-top
-from experiments import report  # pylint: disable=g-import-not-at-top
-from experiments import sweep  # pylint: disable=g-import-not-at-top
+from efficientnet_jax import cli
+from efficientnet_jax.studies import grid
+from efficientnet_jax.studies import points
+from efficientnet_jax.studies import report
+from efficientnet_jax.studies import sweep
 
 
 def triples(config) -> list[grid.Triple]:
@@ -65,4 +62,4 @@ def summarize(config, results, workdir: str) -> None:
 
 if __name__ == '__main__':
   sweep.define_flags()
-  app.run(sweep.main(plan, summarize))
+  app.run(sweep.main(plan, summarize), flags_parser=cli.parse_flags)

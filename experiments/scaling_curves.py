@@ -9,22 +9,19 @@ For a fixed (α, β, γ) (`config.curves`), trains the compound models φ = 0..N
 whose single coefficient is solved (bisection on the measured FLOPs) to match that budget.
 Trials: the compound models in φ order, then each dimension's models in φ order; φ = 0 is the
 shared baseline and is trained once. Writes DIR/results.json, DIR/results.md and DIR/curves.png.
-Resumable and sweepable exactly like compound_search.py (they share `experiments/sweep.py`).
+Resumable and sweepable exactly like compound_search.py (both use `efficientnet_jax.studies.sweep`).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
-if __package__ in (None, ''):  # Run as a file: import `experiments` and `configs` from the repo.
-  sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from absl import app
 
-from absl import app  # pylint: disable=g-import-not-at-top
-
-from experiments import points  # pylint: disable=g-import-not-at-top
-from experiments import report  # pylint: disable=g-import-not-at-top
-from experiments import sweep  # pylint: disable=g-import-not-at-top
+from efficientnet_jax import cli
+from efficientnet_jax.studies import points
+from efficientnet_jax.studies import report
+from efficientnet_jax.studies import sweep
 
 
 def plan(config) -> list[sweep.Trial]:
@@ -65,4 +62,4 @@ def summarize(config, results, workdir: str) -> None:
 
 if __name__ == '__main__':
   sweep.define_flags()
-  app.run(sweep.main(plan, summarize))
+  app.run(sweep.main(plan, summarize), flags_parser=cli.parse_flags)

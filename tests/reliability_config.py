@@ -2,7 +2,7 @@
 
   python -m efficientnet_jax.main --config=tests/reliability_config.py --workdir=/tmp/run
 
-The tiny variant of tests/test_train.py (width/depth 0.25, 32 px digits, float32) with a
+The tiny variant of tests/training/test_loop.py (width/depth 0.25, 32 px digits, float32) with a
 checkpoint every 2 steps, so that kills land between, on and inside checkpoint writes.
 
 The learning rate (1e-5 after batch scaling) is 100x below the recipe's. With 2 processes × 2
@@ -14,11 +14,11 @@ missing all-reduce still moves the loss by ≥ 1e-3, and the bit-identity tests 
 they tolerate no difference at all.
 """
 
-from configs import common
+from efficientnet_jax import config
 
 
 def get_config(arg=None):
-  return common.get_config(
+  return config.get_config(
       'b0', arg, dataset='digits', width=0.25, depth=0.25, image_size=32, dtype='float32',
       batch_size=16, eval_batch_size=120, total_steps=8, log_every_steps=1,
       eval_every_steps=8, checkpoint_every_steps=2, keep_checkpoints=5, warmup_epochs=0.0,

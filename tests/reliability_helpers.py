@@ -1,9 +1,11 @@
 """Shared by the reliability tests: launching the real CLIs, watching, signalling, comparing them.
 
 Every run is `python -m efficientnet_jax.main --config=tests/reliability_config.py` in a subprocess
-with the test suite's XLA flags and persistent compilation cache (tests/conftest.py), so that
-compiling the tiny model's steps is paid once per machine. `reference()` is one uninterrupted run
-and its `evaluate` JSON, made once per test session even across pytest-xdist workers.
+(or, where a test injects a fault, `python tests/fault_injection.py`: the same main with a
+`Faults` hook) with the test suite's XLA flags and persistent compilation cache
+(tests/conftest.py), so that compiling the tiny model's steps is paid once per machine.
+`reference()` is one uninterrupted run and its `evaluate` JSON, made once per test session even
+across pytest-xdist workers.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Callable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = 'tests/reliability_config.py'
+FAULT_INJECTION = 'tests/fault_injection.py'
 TOTAL_STEPS = 8  # tests/reliability_config.py
 CACHE_DIR = os.path.join(tempfile.gettempdir(), 'efficientnet_jax_test_xla_cache')  # conftest.py
 TIMEOUT_S = 600  # A hung run fails its test instead of hanging CI.
@@ -31,9 +34,7 @@ TIMEOUT_S = 600  # A hung run fails its test instead of hanging CI.
 def environment(devices: int = 4, **extra: str) -> dict[str, str]:
   """The environment of a CLI subprocess: `devices` fake CPU devices, the tests' XLA set-up."""
   env = dict(os.environ)
-  for name in ('EFFICIENTNET_JAX_TRACEBACK', 'EFFICIENTNET_JAX_TEST_NONFINITE_STEP',
-               'EFFICIENTNET_JAX_TEST_STEP_DELAY'):
-    env.pop(name, None)
+  env.pop('EFFICIENTNET_JAX_TRACEBACK', None)
   env.update(
       JAX_PLATFORMS='cpu', CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2',
       XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} '
@@ -43,9 +44,10 @@ def environment(devices: int = 4, **extra: str) -> dict[str, str]:
   return env
 
 
-def main_args(workdir, *flags: str, config: str = CONFIG) -> list[str]:
-  return [sys.executable, '-m', 'efficientnet_jax.main', f'--config={config}',
-          f'--workdir={workdir}', *flags]
+def main_args(workdir, *flags: str, config: str = CONFIG, faults: bool = False) -> list[str]:
+  """The command line of `main` (with `faults`, of main with the `--fault_*` flags)."""
+  program = [FAULT_INJECTION] if faults else ['-m', 'efficientnet_jax.main']
+  return [sys.executable, *program, f'--config={config}', f'--workdir={workdir}', *flags]
 
 
 class Launch:
@@ -101,9 +103,10 @@ class Launch:
     return '\n'.join((self.stdout + self.stderr).splitlines()[-lines:])
 
 
-def run_main(workdir, *flags: str, log_prefix=None, env=None, check: bool = True) -> Launch:
+def run_main(workdir, *flags: str, log_prefix=None, env=None, check: bool = True,
+             faults: bool = False) -> Launch:
   """Runs main to the end; fails the test on a non-zero exit when `check`."""
-  launch = Launch(main_args(workdir, *flags), log_prefix or f'{workdir}-main', env)
+  launch = Launch(main_args(workdir, *flags, faults=faults), log_prefix or f'{workdir}-main', env)
   code = launch.wait()
   if check:
     assert code == 0, launch.tail()
@@ -194,6 +197,13 @@ def reference(tmp_path_factory) -> tuple[str, dict]:
 def copy_run(source, destination) -> str:
   shutil.copytree(source, destination)
   return str(destination)
+
+
+def copy_of_reference(tmp_path_factory, destination) -> tuple[str, str, str]:
+  """(reference workdir, a copy of it at `destination`, the copy's checkpoints/)."""
+  reference_dir, _ = reference(tmp_path_factory)
+  workdir = copy_run(reference_dir, destination)
+  return reference_dir, workdir, os.path.join(workdir, 'checkpoints')
 
 
 def restore_arrays(workdir, step: int) -> dict[str, bytes]:

@@ -103,12 +103,12 @@ def test_corrupt_image_in_folder_fails_by_default(workdir, tmp_path):
 
 
 def test_corrupt_image_in_folder_is_skipped_and_counted_by_policy(tmp_path, caplog):
-  from efficientnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from efficientnet_jax.input import sources  # pylint: disable=g-import-not-at-top
   import reliability_config  # pylint: disable=g-import-not-at-top
   config = reliability_config.get_config()
   config.update(dataset='folder', data_dir=str(_image_folder(tmp_path / 'images', True)),
                 num_classes=2, eval_split='test', bad_image_policy='skip')
-  info = input_pipeline.dataset_info(config)
+  info = sources.dataset_info(config)
   assert info.num_train_examples == 4 and info.num_eval_examples == 4
   assert any('Skipped 1 unreadable file(s)' in r.getMessage() and 'notes.png' in r.getMessage()
              for r in caplog.records)

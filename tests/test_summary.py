@@ -1,4 +1,4 @@
-"""Tests for `python -m efficientnet_jax.summary`, run as a user would (subprocess)."""
+"""`python -m efficientnet_jax.summary`, run as a user would (subprocess)."""
 
 import json
 import os
@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from efficientnet_jax import scaling
+from efficientnet_jax import summary
+from efficientnet_jax.models import scaling
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 REQUIRED_KEYS = ('name', 'width', 'depth', 'resolution', 'dropout', 'params', 'flops')
@@ -27,7 +28,7 @@ def full_json_run():
 
 def test_json_lists_every_variant(full_json_run):
   assert full_json_run.returncode == 0, full_json_run.stderr[-2000:]
-  rows = json.loads(full_json_run.stdout.strip().splitlines()[-1])
+  rows = json.loads(full_json_run.stdout)  # Only JSON on stdout: it pipes into jq.
   assert [r['name'] for r in rows] == list(scaling.MODEL_NAMES)
   for row in rows:
     assert set(REQUIRED_KEYS) <= set(row)
@@ -46,7 +47,8 @@ def test_json_lists_every_variant(full_json_run):
 
 
 def test_text_table_beside_paper(full_json_run):
-  lines = full_json_run.stdout.splitlines()[:-1]  # All but the JSON line.
+  # The text output is this table of the same rows (`--models` below runs it end to end).
+  lines = summary.format_table(json.loads(full_json_run.stdout)).splitlines()
   header = lines[0].split()
   for column in ('name', 'width', 'depth', 'res', 'drop', 'params', 'paper', 'ratio', 'MACs',
                  'timm', 'top-1'):
@@ -65,9 +67,11 @@ def test_models_flag_and_plain_text():
   names = [line.split()[0] for line in result.stdout.splitlines()[2:4]]
   assert names == ['b0', 'lite0']
   assert not result.stdout.strip().splitlines()[-1].startswith('[')  # No JSON without --json.
+  assert 'ratio = measured / published' in result.stdout
 
 
-def test_bad_model_name_fails_with_valid_names():
+def test_bad_model_name_fails_in_one_line_with_valid_names():
   result = _run('--models=b9')
-  assert result.returncode != 0
-  assert 'b9' in result.stderr and 'lite4' in result.stderr
+  assert result.returncode == 2 and not result.stdout
+  assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+  assert result.stderr.startswith("error: Unknown model 'b9'") and 'lite4' in result.stderr

@@ -9,7 +9,7 @@ The same baseline, budget and recipe as digits_search.py; the paper's (α, β, �
 resolution-only models at the measured FLOPs of φ = 1 and 2. `:tiny`: φ = 0, 1 with 2-step trials.
 """
 
-from experiments.configs import proxies
+from efficientnet_jax.studies import proxies
 
 
 def get_config(arg=None):

@@ -9,8 +9,8 @@ three pairs (1, 1.2, 1.2), (1.4, 1, 1.2), (1.4, 1.2, 1). `:tiny` shrinks everyth
 2-step trials (the tests use it).
 """
 
-from experiments import grid
-from experiments.configs import proxies
+from efficientnet_jax.studies import grid
+from efficientnet_jax.studies import proxies
 
 
 def get_config(arg=None):

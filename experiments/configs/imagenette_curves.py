@@ -10,7 +10,7 @@ r"""Step 2 and the single-dimension ablations on imagenette, for a GPU/TPU host 
 as in imagenette_search.py.
 """
 
-from experiments.configs import proxies
+from efficientnet_jax.studies import proxies
 
 
 def get_config(arg=None):

@@ -17,8 +17,8 @@ within 5% (20 trials). Each trial's directory has TensorBoard events and checkpo
 trial resumes where it stopped.
 """
 
-from experiments import grid
-from experiments.configs import proxies
+from efficientnet_jax.studies import grid
+from efficientnet_jax.studies import proxies
 
 
 def get_config(arg=None):

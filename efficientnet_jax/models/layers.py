@@ -1,0 +1,176 @@
+"""Building blocks shared by the EfficientNet modules: TF initialisers, BatchNorm, drop-path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+
+
+def conv_kernel_init(depthwise: bool = False):
+  """TF's conv initialiser: N(0, sqrt(2 / fan_out)), untruncated.
+
+  fan_out = kh·kw·out_channels, except for depthwise kernels where TF's kernel shape is
+  (kh, kw, C, 1) and so fan_out = kh·kw. Flax's variance_scaling would use kh·kw·C there, which
+  makes depthwise kernels √C too small. A 2-D kernel (a 1×1 conv written as Dense) has
+  fan_out = out.
+  """
+  def init(key, shape, dtype=jnp.float32):
+    receptive = int(np.prod(shape[:-2]))
+    fan_out = receptive if depthwise else receptive * shape[-1]
+    return jax.random.normal(key, shape, dtype) * np.sqrt(2.0 / fan_out).astype(dtype)
+  return init
+
+
+def dense_kernel_init(key, shape, dtype=jnp.float32):
+  """TF's classifier initialiser: U(±1 / sqrt(num_outputs))."""
+  limit = 1.0 / np.sqrt(shape[-1])
+  return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+def conv_padding(kernel_size: int, padding: str):
+  """'same' is TF-SAME (asymmetric for stride 2 on even inputs); 'symmetric' pads k//2 per side."""
+  if padding == 'same':
+    return 'SAME'
+  if padding == 'symmetric':
+    return ((kernel_size // 2, kernel_size // 2),) * 2
+  raise ValueError(f"padding must be 'same' (TF weights) or 'symmetric' (PyTorch-origin "
+                   f'weights), got {padding!r}.')
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm with float32 statistics and optional grouped (per-replica-style) statistics.
+
+  Variables match `flax.linen.BatchNorm` ('scale', 'bias'; batch_stats 'mean', 'var'), and the
+  moving averages follow TF/Flax semantics: `ema = momentum·ema + (1 − momentum)·batch`.
+
+  Attributes:
+    momentum: moving-average decay of the running statistics.
+    epsilon: added to the variance.
+    dtype: output dtype (statistics and normalisation are computed in float32).
+    group_size: examples per statistics group. None (default) uses the whole batch, which under
+      `jax.jit` on a sharded batch is the global batch (synchronised BN). A smaller group reproduces
+      TF-TPU per-replica BN; groups are consecutive runs of the batch, so they stay device-local
+      when the group size is a multiple of the per-device batch or divides it.
+  """
+  momentum: float = 0.99
+  epsilon: float = 1e-3
+  dtype: Dtype | None = None
+  group_size: int | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    features = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (features,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (features,), jnp.float32)
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), jnp.float32)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
+    out_dtype = self.dtype or x.dtype
+
+    if not train:
+      mul = scale * jax.lax.rsqrt(ra_var.value + self.epsilon)
+      return (x.astype(jnp.float32) * mul + (bias - ra_mean.value * mul)).astype(out_dtype)
+
+    batch = x.shape[0]
+    group = self.group_size or batch
+    if batch % group:
+      raise ValueError(f'BatchNorm group_size {group} must divide the batch size {batch}; set '
+                       'config.bn_group_size to a divisor of the (per-step) batch.')
+    xf = x.astype(jnp.float32).reshape((batch // group, group) + x.shape[1:])
+    axes = tuple(range(1, xf.ndim - 1))
+    # One pass for both moments (E[x²] − E[x]²) keeps the reduction fused with the producer.
+    mean = jnp.mean(xf, axes, keepdims=True)
+    var = jnp.maximum(jnp.mean(jnp.square(xf), axes, keepdims=True) - jnp.square(mean), 0.0)
+    mul = scale * jax.lax.rsqrt(var + self.epsilon)
+    y = (xf * mul + (bias - mean * mul)).reshape(x.shape).astype(out_dtype)
+
+    if not self.is_initializing():
+      reduce_axes = tuple(range(mean.ndim - 1))
+      m = self.momentum
+      ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean, reduce_axes)
+      ra_var.value = m * ra_var.value + (1 - m) * jnp.mean(var, reduce_axes)
+    return y
+
+
+def _explicit_padding(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int]:
+  """(before, after) padding of one spatial axis: TF-SAME or symmetric k//2."""
+  if padding == 'symmetric':
+    return kernel // 2, kernel // 2
+  out = -(-size // stride)
+  total = max((out - 1) * stride + kernel - size, 0)
+  return total // 2, total - total // 2
+
+
+def depthwise_shift(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                    padding: str) -> jax.Array:
+  """Depthwise convolution as k·k shifted multiply-adds (one fused elementwise loop).
+
+  XLA:CPU lowers grouped convolutions to a slow generic loop; this form runs several times faster
+  there, forward and backward (figures: docs/benchmarks.md), and gives the same result.
+  """
+  k = kernel.shape[0]
+  sh, sw = strides
+  pads = [_explicit_padding(x.shape[axis], k, s, padding) for axis, s in ((1, sh), (2, sw))]
+  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  out_h = (xp.shape[1] - k) // sh + 1
+  out_w = (xp.shape[2] - k) // sw + 1
+  kernel = kernel.astype(x.dtype)
+  out = None
+  for i in range(k):
+    for j in range(k):
+      window = jax.lax.slice(xp, (0, i, j, 0),
+                             (xp.shape[0], i + sh * (out_h - 1) + 1,
+                              j + sw * (out_w - 1) + 1, xp.shape[3]), (1, sh, sw, 1))
+      term = window * kernel[i, j, 0]
+      out = term if out is None else out + term
+  return out
+
+
+class DepthwiseConv(nn.Module):
+  """k×k depthwise convolution (no bias) with the kernel layout of a grouped `nn.Conv`.
+
+  Attributes:
+    kernel_size: k.
+    strides: (height, width) strides.
+    padding: 'same' (TF-SAME) or 'symmetric'.
+    implementation: 'conv' (XLA grouped convolution, cuDNN on GPU), 'shift' (k·k shifted
+      multiply-adds, much faster on XLA:CPU) or 'auto' ('shift' on CPU, 'conv' elsewhere).
+    dtype: compute dtype.
+  """
+  kernel_size: int
+  strides: tuple[int, int] = (1, 1)
+  padding: str = 'same'
+  implementation: str = 'auto'
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = x.shape[-1]
+    k = self.kernel_size
+    kernel = self.param('kernel', conv_kernel_init(depthwise=True), (k, k, 1, features),
+                        jnp.float32)
+    dtype = self.dtype or x.dtype
+    x = x.astype(dtype)
+    impl = self.implementation
+    if impl == 'auto':
+      impl = 'shift' if jax.default_backend() == 'cpu' else 'conv'
+    if impl == 'shift':
+      return depthwise_shift(x, kernel, self.strides, self.padding)
+    if impl != 'conv':
+      raise ValueError(f"depthwise implementation must be 'auto', 'conv' or 'shift', got {impl!r}.")
+    return jax.lax.conv_general_dilated(
+        x, kernel.astype(dtype), tuple(self.strides), conv_padding(k, self.padding),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=features)
+
+
+def drop_path(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
+  """Stochastic depth: keeps each example's branch with probability 1 − rate, scaled by 1/keep."""
+  keep = 1.0 - rate
+  shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+  mask = jnp.floor(keep + jax.random.uniform(rng, shape, jnp.float32))
+  return x * (mask / keep).astype(x.dtype)

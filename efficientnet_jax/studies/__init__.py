@@ -1,0 +1,9 @@
+"""The compound-scaling studies' machinery (the scripts and configs are in experiments/).
+
+  grid.py           the constrained (α, β, γ) grid of step 1
+  points.py         scaled models as points, their measured cost, the single-dimension solver
+  sweep.py          resumable trials, `--list` / `--trial` / `--merge`, the scripts' command line
+  report.py         tables and plots of the results
+  proxies.py        the proxy tasks trials train on (digits on a CPU, imagenette on an accelerator)
+  recalibration.py  evaluating a trial's checkpoint after re-estimating its BN statistics
+"""

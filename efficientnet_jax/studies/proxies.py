@@ -1,0 +1,103 @@
+"""The proxy tasks the scaling experiments train on: digits (CPU, minutes) and imagenette (GPU/TPU).
+
+An experiment config is a ConfigDict with
+  train     a training config (`efficientnet_jax.config.get_config`): data, recipe and the fixed
+            per-trial budget (`total_steps`); width/depth/image_size are set per trial;
+  baseline  width, depth, resolution, resolution_multiple: the network every trial scales from
+            (φ = 0), and the multiple scaled resolutions are rounded to;
+  metric    the result field that ranks trials ('top1', 'recal_top1', 'ema_top1', …);
+  recalibrate_bn_batches   0, or the batches to re-estimate BN statistics on before a 2nd eval;
+  xla_backend_optimization_level   None (XLA's default) or 0 (see `digits_train`).
+The search and curves configs add their own section (`search`, `curves`).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from efficientnet_jax import config
+
+
+def experiment(train, baseline: dict, **extra) -> ml_collections.ConfigDict:
+  """Assembles an experiment config from a training config and a baseline."""
+  c = ml_collections.ConfigDict()
+  c.train = train
+  c.baseline = ml_collections.ConfigDict(baseline)
+  c.metric = 'top1'
+  # Training batches (of 64) to re-estimate BN statistics on before a second eval (`recal_*`
+  # fields); 0: off. Short proxy runs may need it (`recalibration`).
+  c.recalibrate_bn_batches = 0
+  c.xla_backend_optimization_level = ml_collections.config_dict.placeholder(int)
+  for key, value in extra.items():
+    c[key] = value
+  return c
+
+
+# Digits: B0 at width 0.5, depth 0.25 (one block per stage: 7 blocks, 0.9 M multiply-adds) at
+# 24 px. The five stride-2 stages end on a 1×1 map for inputs up to 32 px and on 2×2 above, so
+# from a 32 px baseline any γ > 1 costs 2.5–4× the FLOPs instead of γ²; from 24 px every γ ≤ 1.4
+# stays within 32 px (multiple 4: 24, 28, 32) and costs what the rounding says.
+DIGITS_BASELINE = dict(width=0.5, depth=0.25, resolution=24, resolution_multiple=4)
+
+
+def digits_train(**overrides) -> ml_collections.ConfigDict:
+  """The fixed per-trial budget on the embedded digits (1,437 train / 360 test images).
+
+  A short cosine run: 240 steps of 32 images (5.3 epochs), RMSProp at the quick start's peak
+  rate after two warm-up epochs, BN momentum 0.9 as in the quick start. Each choice keeps a short
+  run from ranking how fast a network gets going instead of the network: a higher rate diverged,
+  a shorter warm-up stalled the deeper trials, and TF's BN momentum 0.99 left the moving
+  statistics describing much earlier weights (the figures: experiments/README.md, "Why the
+  digits proxy is set up this way").
+  """
+  values = dict(
+      dataset='digits', dtype='float32', batch_size=32, eval_batch_size=360, total_steps=240,
+      lr_schedule='cosine', learning_rate=0.016, lr_base_batch_size=128, warmup_epochs=2.0,
+      bn_momentum=0.9, ema_decay=0.99, dropout_rate=0.1, drop_path_rate=0.1, label_smoothing=0.1,
+      log_every_steps=40, eval_every_steps=1_000_000,  # Evaluate once, after the last step.
+      checkpoint_every_steps=80, keep_checkpoints=1, shuffle_buffer=2048)
+  values.update(overrides)
+  return config.get_config('b0', **values)
+
+
+def digits_experiment() -> ml_collections.ConfigDict:
+  """The digits proxy every digits config starts from."""
+  c = experiment(digits_train(), DIGITS_BASELINE)
+  # With BN momentum 0.9 the raw eval is sound, so no recalibration (set 8 to compare: 512 images).
+  c.recalibrate_bn_batches = 0
+  c.metric = 'top1'
+  # XLA's level 0 compiles a trial's steps faster and runs them slower on CPU; at this budget it
+  # is the faster choice (measurements in experiments/README.md).
+  c.xla_backend_optimization_level = 0
+  return c
+
+
+def apply_tiny(c: ml_collections.ConfigDict) -> None:
+  """`:tiny`: 2 train steps of a 7-block, 8-filter model at 32 px (tests and plumbing checks)."""
+  c.baseline.update(dict(width=0.25, depth=0.25, resolution=32, resolution_multiple=8))
+  c.recalibrate_bn_batches = 1
+  t = c.train
+  t.batch_size, t.eval_batch_size, t.total_steps = 16, 360, 2
+  t.warmup_epochs, t.lr_schedule = 0.0, 'constant'
+  t.log_every_steps = t.eval_every_steps = t.checkpoint_every_steps = 2
+
+
+# Imagenette (10 ImageNet classes, 9,469 train / 3,925 validation images; TFDS `imagenette`,
+# prepared beforehand in `train.data_dir`, never downloaded): B0 itself at 160 px, so φ = 1 of the
+# paper's triple is 184 px and the whole grid stays cheap on one accelerator.
+IMAGENETTE_BASELINE = dict(width=1.0, depth=1.0, resolution=160, resolution_multiple=8)
+
+
+def imagenette_train(**overrides) -> ml_collections.ConfigDict:
+  """A fixed 40-epoch budget per trial (1,480 steps of 256), bfloat16, for one GPU/TPU host.
+
+  The TF recipe (RMSProp, 0.016 per 256 images, EMA, label smoothing, RandAugment) with a cosine
+  schedule, since each trial is a short run.
+  """
+  values = dict(
+      dataset='imagenette', dtype='bfloat16', batch_size=256, eval_batch_size=500,
+      num_epochs=40.0, lr_schedule='cosine', learning_rate=0.016, warmup_epochs=2.0,
+      ema_decay=0.999, label_smoothing=0.1, log_every_steps=100, eval_every_steps=100_000,
+      checkpoint_every_steps=500, keep_checkpoints=2, shuffle_buffer=10_000)
+  values.update(overrides)
+  return config.get_config('b0', **values)

@@ -1,0 +1,17 @@
+"""Training and evaluation: the loop, the jitted steps and everything a run keeps on disk.
+
+  loop.py            `train_and_evaluate(config, workdir)`: what `main` runs
+  setup.py           what a config builds before any step: model, plan, mesh, optimizer, steps
+  steps.py           the jitted train and eval steps, the data mesh and its shardings
+  state.py           `TrainState`
+  optimizer.py       optax chain, learning-rate schedule, weight-decay mask, EMA
+  evaluation.py      one pass over the eval split; restore-and-evaluate a checkpoint
+  checkpointing.py   orbax CheckpointManager, damaged-checkpoint fallback, preemption signals,
+                     a failed write as one error (quiet_orbax.py keeps the libraries' copies off)
+  metric_writers.py  TensorBoard + JSONL + the progress line
+  warm_start.py      `config.init_from`
+  compile_cache.py   the persistent XLA compilation cache
+  hooks.py           the loop's one extension point (tests inject faults through it)
+
+Importable without TensorFlow: the input pipeline is imported on first use.
+"""

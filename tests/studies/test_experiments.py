@@ -1,0 +1,224 @@
+"""The scaling experiments, run small: grid, resumable sweeps, solver, notebook.
+
+Trials use the digits configs' `:tiny` variant (two 2-step trials of 7-block, 8-filter models at
+32 px) in subprocesses, exactly as a user or a cluster runs them. One persistent compilation cache
+is shared by the subprocesses, so a trial that another process already compiled loads its steps.
+"""
+
+import json
+import os
+import pathlib
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from efficientnet_jax.studies import grid
+from efficientnet_jax.studies import points
+from efficientnet_jax.studies import report
+from efficientnet_jax.studies import sweep
+from experiments import compound_search
+from experiments import scaling_curves
+from experiments.configs import digits_curves
+from experiments.configs import digits_search
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SEARCH = 'experiments/compound_search.py'
+TINY_SEARCH = 'experiments/configs/digits_search.py:tiny'
+DATA = REPO / 'tests' / 'data' / 'experiments'
+
+
+def test_grid_keeps_only_triples_within_tolerance():
+  axis = grid.frange(1.0, 2.0, 0.1)
+  assert axis[:3] == (1.0, 1.1, 1.2) and axis[-1] == 2.0  # No float drift in the grid.
+  triples = grid.enumerate_triples(axis, axis, axis, target=2.0, tolerance=0.05)
+  kept = {(t.alpha, t.beta, t.gamma) for t in triples}
+  assert (2.0, 1.0, 1.0) in kept and (1.2, 1.1, 1.2) in kept
+  for a in axis:  # Exactly the admissible points of the grid, each once, in a fixed order.
+    for b in axis:
+      for g in axis:
+        assert ((a, b, g) in kept) == (abs(a * b * b * g * g / 2.0 - 1.0) <= 0.05 + 1e-9)
+  assert len(kept) == len(triples) and triples == sorted(
+      triples, key=lambda t: (t.alpha, t.beta, t.gamma))
+  assert all(min(t.alpha, t.beta, t.gamma) >= 1.0 for t in triples)
+  with pytest.raises(ValueError, match='≥ 1'):
+    grid.enumerate_triples([0.9, 1.0], [1.0], [1.0])
+
+  search = digits_search.get_config().search
+  shipped = grid.enumerate_triples(search.alphas, search.betas, search.gammas,
+                                   target=search.target, tolerance=search.tolerance)
+  assert len(shipped) >= 6
+  assert all(abs(t.nominal_ratio / 2.0 - 1.0) <= search.tolerance + 1e-9 for t in shipped)
+
+
+def _tiny_train():
+  return digits_search.get_config('tiny').train
+
+
+def test_solver_matches_the_flops_budget_as_closely_as_rounding_allows():
+  train = _tiny_train()
+  # 40 px: the last stages see 2×2 maps for any input in 33–64 px, so FLOPs grow smoothly with
+  # the resolution (from ≤ 32 px they jump 1×1 → 2×2 and no resolution can match some budgets).
+  base = points.Baseline(width=0.5, depth=0.25, resolution=40, resolution_multiple=1)
+  budget = points.count_macs(train, points.compound_point(base, 1.0, 1.2, 1.1, 1.15))
+  for dimension, tolerance in (('width', 0.03), ('resolution', 0.08)):
+    solution = points.solve_single(train, base, dimension, budget)
+    assert solution.flops == points.count_macs(train, solution.point)
+    assert abs(solution.relative_error) <= tolerance, solution
+  # No width on a fine grid builds a network closer to the budget than the solver's.
+  best = points.solve_single(train, base, 'width', budget)
+  for step in range(0, 31):
+    coefficient = 1.0 + 0.02 * step
+    flops = points.count_macs(train, points.single_point(base, 'width', coefficient))
+    assert abs(flops / budget - 1) >= abs(best.relative_error) - 1e-12
+  with pytest.raises(ValueError, match='stays below'):
+    points.solve_single(train, base, 'depth', budget * 1000, max_coefficient=4.0)
+
+
+def test_curves_plan_shares_the_baseline_and_matches_each_budget():
+  trials = scaling_curves.plan(digits_curves.get_config('tiny'))
+  series = [(t.record['series'], t.record['phi']) for t in trials]
+  assert series == [('compound', 0.0), ('compound', 1.0), ('width', 1.0), ('depth', 1.0),
+                    ('resolution', 1.0)]
+  assert [t.id for t in trials] == list(range(5))
+  budget = trials[1].record['flops']
+  for t in trials[2:]:
+    assert t.record['budget_flops'] == budget
+    assert t.record['flops_vs_budget'] == pytest.approx(t.record['flops'] / budget - 1, abs=1e-6)
+  assert trials[2].point.depth == trials[0].point.depth  # Width-only keeps depth and resolution.
+  assert trials[2].point.resolution == trials[0].point.resolution
+
+
+def test_stale_result_from_another_config_is_refused(tmp_path):
+  config = digits_search.get_config('tiny')
+  trial = sweep.Trial(0, points.Point(0.25, 0.5, 32), {'alpha': 2.0, 'beta': 1.0, 'gamma': 1.0})
+  record = sweep.planned_record(trial, config)
+  path = tmp_path / 'trials' / '0' / sweep.RESULT_FILE
+  path.parent.mkdir(parents=True)
+  path.write_text(json.dumps({**record, 'top1': 0.5}))
+  assert sweep.load_result(str(tmp_path), trial, config)['top1'] == 0.5
+  config.train.learning_rate = 1.0
+  with pytest.raises(ValueError, match='another config'):
+    sweep.load_result(str(tmp_path), trial, config)
+
+
+# --- Subprocess runs of the real script -------------------------------------------------------
+
+def _run(*args, cache_dir):
+  """Runs compound_search.py like a user does; returns stdout (fails the test on an error)."""
+  command = [sys.executable, SEARCH, *args,
+             f'--config.train.compilation_cache_dir={cache_dir}']
+  return _check(command)
+
+
+def _check(command):
+  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert done.returncode == 0, f'{shlex.join(command)}\n{done.stdout}\n{done.stderr[-4000:]}'
+  return done.stdout
+
+
+def _results(workdir):
+  with open(os.path.join(workdir, sweep.RESULTS_FILE)) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope='module')
+def cache_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('xla_cache'))
+
+
+@pytest.fixture(scope='module')
+def sequential(tmp_path_factory, cache_dir):
+  """The tiny search run end to end in one process: (workdir, stdout)."""
+  workdir = str(tmp_path_factory.mktemp('sequential'))
+  stdout = _run(f'--config={TINY_SEARCH}', f'--workdir={workdir}', cache_dir=cache_dir)
+  return workdir, stdout
+
+
+def test_full_run_writes_results_and_prints_the_best_triple(sequential):
+  workdir, stdout = sequential
+  results = _results(workdir)
+  assert [r['trial'] for r in results] == [0, 1]
+  assert [(r['alpha'], r['beta'], r['gamma']) for r in results] == [(1.0, 1.0, 1.4),
+                                                                    (1.0, 1.4, 1.0)]
+  for r in results:
+    assert {'alpha', 'beta', 'gamma', 'nominal_ratio', 'width', 'depth', 'resolution', 'params',
+            'flops', 'flops_ratio', 'top1', 'train_seconds'} <= set(r)
+    assert 0.0 <= r['top1'] <= 1.0 and 0.0 <= r['recal_top1'] <= 1.0
+    assert r['steps'] == 2 and r['flops_ratio'] > 1.0
+  assert 'best triple: alpha=' in stdout
+  for name in ('results.md', 'search.png'):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0
+
+
+def test_listed_trials_run_apart_and_merge_like_a_sequential_run(sequential, tmp_path, cache_dir):
+  workdir = str(tmp_path / 'sweep')
+  listed = _run(f'--config={TINY_SEARCH}', f'--workdir={workdir}', '--list',
+                cache_dir=cache_dir).strip().splitlines()
+  assert len(listed) == 2
+  for k, line in enumerate(listed):
+    command = shlex.split(line)
+    assert command[:2] == ['python', SEARCH] and command[-1] == f'--trial={k}'
+    assert f'--config={TINY_SEARCH}' in command and f'--workdir={workdir}' in command
+  for line in reversed(listed):  # Separate processes, in another order than the sequential run.
+    _check([sys.executable, *shlex.split(line)[1:]])
+  assert not os.path.exists(os.path.join(workdir, sweep.RESULTS_FILE))  # --trial never merges.
+  # What `--merge` runs (in this process: it only plans, merges and draws).
+  config = digits_search.get_config('tiny')
+  merged = sweep.merge(workdir, compound_search.plan(config), config)
+  assert sweep.without_timing(merged) == sweep.without_timing(_results(sequential[0]))
+  assert _results(workdir) == merged
+
+
+def test_rerun_skips_finished_trials(sequential, tmp_path, cache_dir):
+  workdir = str(tmp_path / 'killed')
+  shutil.copytree(sequential[0], workdir)
+  # As if killed after trial 1's last checkpoint, before its result was written.
+  finished = os.path.join(workdir, 'trials', '0', sweep.RESULT_FILE)
+  os.utime(finished, (1_000_000_000, 1_000_000_000))
+  os.remove(os.path.join(workdir, 'trials', '1', sweep.RESULT_FILE))
+  stdout = _run(f'--config={TINY_SEARCH}', f'--workdir={workdir}', cache_dir=cache_dir)
+  assert 'trial 0/2: finished before, skipped' in stdout
+  assert 'trial 1/2: training' in stdout
+  assert os.path.getmtime(finished) == 1_000_000_000  # Trial 0 was not touched.
+  assert os.path.exists(os.path.join(workdir, 'trials', '1', sweep.RESULT_FILE))
+  assert sweep.without_timing(_results(workdir)) == sweep.without_timing(
+      _results(sequential[0]))
+
+
+# --- The notebook --------------------------------------------------------------------------------
+
+def test_notebook_executes_on_saved_results():
+  nbformat = pytest.importorskip('nbformat')
+  nbclient = pytest.importorskip('nbclient')
+  notebook_dir = REPO / 'experiments' / 'notebooks'  # Where a reader opens it.
+  notebook = nbformat.read(notebook_dir / 'scaling_ablation.ipynb', 4)
+  parameters = [c for c in notebook.cells if 'parameters' in c.metadata.get('tags', [])]
+  assert len(parameters) == 1
+  parameters[0].source = (f"SEARCH_DIR = {str(DATA / 'search')!r}\n"
+                          f"CURVES_DIR = {str(DATA / 'curves')!r}\nMETRIC = 'top1'\n")
+  nbclient.NotebookClient(notebook, timeout=300, kernel_name='python3',
+                          resources={'metadata': {'path': str(notebook_dir)}}).execute()
+  outputs = [o for c in notebook.cells if c.cell_type == 'code' for o in c.get('outputs', [])]
+  assert not [o for o in outputs if o.output_type == 'error']
+  text = ''.join(o.get('text', '') for o in outputs)
+  assert 'best: alpha=' in text
+  assert sum('image/png' in o.get('data', {}) for o in outputs) == 3  # search, ratios, curves.
+
+
+def test_report_writes_tables_and_plots_from_saved_results(tmp_path):
+  with open(DATA / 'curves' / 'results.json') as f:
+    curves = json.load(f)
+  with open(DATA / 'search' / 'results.json') as f:
+    search = json.load(f)
+  summary = report.write_search(search, str(tmp_path))
+  assert summary.startswith('best triple: alpha=')
+  report.write_curves(curves, str(tmp_path))
+  for name in ('results.md', 'search.png', 'curves.png'):
+    assert (tmp_path / name).stat().st_size > 0
+  table = report.ablation_table(curves)
+  assert all(label in table for label in ('compound', 'width only', 'depth only',
+                                          'resolution only'))

@@ -1,0 +1,149 @@
+"""The training system, run small: a tiny EfficientNet on the digits at 32 px, 4 fake devices."""
+
+import json
+import os
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from efficientnet_jax import config as config_lib
+from efficientnet_jax.errors import ConfigError
+from efficientnet_jax.input import pipeline
+from efficientnet_jax.training import evaluation
+from efficientnet_jax.training import loop
+from efficientnet_jax.training import setup
+from efficientnet_jax.training import steps as steps_lib
+
+
+def tiny_config(**overrides):
+  """A test-only tiny variant: width/depth 0.25 (8-filter stages, one block each)."""
+  values = dict(dataset='digits', width=0.25, depth=0.25, image_size=32, dtype='float32',
+                batch_size=16, eval_batch_size=120, total_steps=3, log_every_steps=1,
+                eval_every_steps=3, checkpoint_every_steps=3, warmup_epochs=0.0, ema_decay=0.99)
+  return config_lib.get_config('b0', **{**values, **overrides})
+
+
+def _params(workdir, config):
+  s = setup.setup(config)
+  checkpointer = setup.checkpointer_for(config, workdir, create=False)
+  state, _, step = checkpointer.restore(s.state)
+  checkpointer.close()
+  return step, jax.device_get(state)
+
+
+def _jsonl(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_train_eval_checkpoint_then_resume_continues_exactly(tmp_path):
+  config = tiny_config()
+  first = str(tmp_path / 'resumed')
+  result = loop.train_and_evaluate(config, first)
+  assert 0.0 <= result['eval_top1'] <= 1.0 and 'eval_ema_top1' in result
+  step, _ = _params(first, config)
+  assert step == 3
+  lines = _jsonl(first)
+  assert [l['step'] for l in lines if 'train_loss' in l] == [1, 2, 3]
+  assert all('learning_rate' in l and 'images_per_sec' in l for l in lines if 'train_loss' in l)
+  assert any('eval_top1' in l for l in lines)
+
+  # Rerunning with a longer schedule resumes at step 3 and must match an uninterrupted run.
+  longer = tiny_config(total_steps=5, eval_every_steps=5, checkpoint_every_steps=5)
+  loop.train_and_evaluate(longer, first)
+  straight = str(tmp_path / 'straight')
+  loop.train_and_evaluate(longer, straight)
+  (step_a, state_a), (step_b, state_b) = _params(first, longer), _params(straight, longer)
+  assert step_a == step_b == 5
+  chex.assert_trees_all_close(state_a.params, state_b.params, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(state_a.ema, state_b.ema, rtol=1e-5, atol=1e-6)
+  assert [l['step'] for l in _jsonl(first) if 'train_loss' in l] == [1, 2, 3, 4, 5]
+
+  # The evaluate CLI's function reports the same checkpoint.
+  report = evaluation.evaluate_checkpoint(longer, first)
+  assert report['step'] == 5
+  assert set(report) >= {'top1', 'top5', 'loss', 'ema_top1', 'ema_top5', 'ema_loss'}
+
+
+def test_train_step_compiles_once():
+  config = tiny_config()
+  s = setup.setup(config)
+  step_fn = chex.assert_max_traces(n=1)(steps_lib.make_train_step(
+      s.model, s.tx, label_smoothing=0.1, ema_decay=0.99))
+  jitted = steps_lib.jit_train_step(step_fn, s.mesh)
+  batches = pipeline.train_iterator(config, global_batch_size=config.batch_size)
+  state = s.state
+  for _ in range(3):
+    state, metrics = jitted(state, steps_lib.global_batch(next(batches), s.mesh), s.step_rng)
+  assert int(state.step) == 3 and np.isfinite(float(metrics['train_loss']))
+
+
+def test_gradient_accumulation_averages_micro_batch_gradients():
+  # Plain SGD with LR 1 and no dropout: the update is exactly minus the mean gradient, and in
+  # training BN normalises with each micro-batch's own statistics.
+  config = tiny_config(grad_accum_steps=2, optimizer='sgd', sgd_momentum=0.0, weight_decay=0.0,
+                       learning_rate=1.0, lr_base_batch_size=0, lr_schedule='constant',
+                       dropout_rate=0.0, drop_path_rate=0.0, ema_decay=0.0, label_smoothing=0.0)
+  s = setup.setup(config)
+  host_batch = next(pipeline.train_iterator(config, global_batch_size=config.batch_size))
+  accumulated = steps_lib.jit_train_step(steps_lib.make_train_step(
+      s.model, s.tx, label_smoothing=0.0, ema_decay=0.0, grad_accum_steps=2), s.mesh)
+  params0 = jax.device_get(s.state.params)
+  batch_stats0 = jax.device_get(s.state.batch_stats)
+  state, metrics = accumulated(s.state, steps_lib.global_batch(host_batch, s.mesh), s.step_rng)
+  assert int(metrics['nonfinite']) == 0
+
+  def loss(params, images, labels):
+    logits, _ = s.model.apply({'params': params, 'batch_stats': batch_stats0}, images,
+                              train=True, mutable=['batch_stats'])
+    return steps_lib.cross_entropy(logits, labels).mean()
+
+  grads = [jax.grad(loss)(params0, host_batch['image'][k::2], host_batch['label'][k::2])
+           for k in range(2)]
+  # Compare the updates themselves (not the parameters they are added to).
+  update = jax.tree.map(lambda new, old: new - old, jax.device_get(state.params), params0)
+  expected = jax.tree.map(lambda g0, g1: -(g0 + g1) / 2, *grads)
+  scale = max(float(np.max(np.abs(g))) for g in jax.tree.leaves(expected))
+  chex.assert_trees_all_close(update, expected, rtol=1e-3, atol=1e-4 * scale)
+  # Summing instead of averaging, or one micro-batch only, would be far outside that.
+  assert not np.allclose(jax.tree.leaves(update)[0], -jax.tree.leaves(grads[0])[0],
+                         atol=1e-3 * scale)
+
+
+def test_batch_not_divisible_by_devices_is_a_config_error():
+  with pytest.raises(ConfigError, match='not divisible by the 4 devices'):
+    setup.setup(tiny_config(batch_size=18))
+
+
+def test_num_classes_mismatch_is_a_config_error():
+  with pytest.raises(ConfigError, match='--config.num_classes=10'):
+    setup.setup(tiny_config(num_classes=1000))
+
+
+def _two_class_folder(root):
+  """root/{train,test}/{cat,dog}/*.png: 4 tiny real images per class and split."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  for split in ('train', 'test'):
+    for k, label in enumerate(('cat', 'dog')):
+      os.makedirs(root / split / label)
+      for i in range(4):
+        Image.new('RGB', (40, 36), (60 * k + 10 * i, 90, 120)).save(
+            root / split / label / f'{i}.png')
+  return root
+
+
+def test_fewer_than_five_classes_report_top_k_over_all_of_them(tmp_path):
+  data_dir = _two_class_folder(tmp_path / 'images')
+  config = tiny_config(dataset='folder', data_dir=str(data_dir), num_classes=2,
+                       eval_split='test', batch_size=8, eval_batch_size=8, total_steps=2,
+                       eval_every_steps=2, checkpoint_every_steps=2,
+                       **{'augment.policy': 'none'})
+  workdir = str(tmp_path / 'run')
+  result = loop.train_and_evaluate(config, workdir)
+  assert result['eval_top5_k'] == 2 and result['eval_top5'] == 1.0  # Top-2 of 2 classes.
+  assert 0.0 <= result['eval_top1'] <= 1.0
+  report = evaluation.evaluate_checkpoint(config, workdir)
+  assert report['step'] == 2 and report['top5_k'] == 2 and report['top5'] == 1.0
+  assert [l['eval_top5_k'] for l in _jsonl(workdir) if 'eval_top1' in l] == [2]
