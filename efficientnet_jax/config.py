@@ -189,6 +189,8 @@ def _set(values: dict[str, Any], key: str, value: Any) -> None:
   kind = type(current) if current is not None else OPTIONAL_TYPES.get(name)
   if isinstance(value, str) and kind not in (None, str):
     value = _parse(value, kind)
+  elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)  # As ConfigDict would: the key stays a float for later overrides.
   target[name] = value
   if key == 'dataset':
     for preset_key, preset_value in DATASET_PRESETS.get(value, {}).items():

@@ -114,3 +114,10 @@ def test_without_ml_collections_the_same_values_come_as_a_plain_config():
   assert ours.rmsprop.decay == theirs.rmsprop.decay and ours.get('phi') is None
   with pytest.raises(AttributeError, match="did you mean 'learning_rate'"):
     ours.learning_rat  # pylint: disable=pointless-statement
+
+
+def test_an_int_given_for_a_float_key_stays_a_float_for_later_overrides():
+  config = config_lib.get_config('b0', learning_rate=1, width=2)
+  assert isinstance(config.learning_rate, float) and isinstance(config.width, float)
+  config.width = 1.5  # A float override of the same key (as --config.width=1.5) is accepted.
+  assert config.width == 1.5
