@@ -148,11 +148,17 @@ _HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--he
 
 
 def _renamed_config_flag(arg: str) -> str:
-  """`--config.OLD=v` → `--config.NEW=v` for the keys `config.RENAMED_KEYS` lists."""
+  """`--config.[GROUP.]OLD=v` → `--config.[GROUP.]NEW=v` for `config.RENAMED_KEYS`.
+
+  The group prefix is for configs that nest a training config (`--config.train.rmsprop_decay`
+  of the scaling experiments).
+  """
   if not arg.startswith('--config.'):
     return arg
   name, sep, value = arg[len('--config.'):].partition('=')
-  return f'--config.{config_lib.RENAMED_KEYS.get(name, name)}{sep}{value}'
+  *prefix, last = name.split('.')
+  name = '.'.join(prefix + [config_lib.RENAMED_KEYS.get(last, last)])
+  return f'--config.{name}{sep}{value}'
 
 
 def flag_error_message(error: BaseException, argv: list[str]) -> str:
@@ -170,8 +176,10 @@ def flag_error_message(error: BaseException, argv: list[str]) -> str:
     if root.startswith('Unknown config key'):  # The config builder's own message.
       return root
     key = root.strip('\'"')
-    return (f'unknown config key {key!r} in {_override_flag(argv, key)}; the keys are those of '
-            'efficientnet_jax/config.py.')
+    close = config_lib.closest_key(key)
+    hint = (f'did you mean {close!r}?' if close else
+            'the keys are those of efficientnet_jax/config.py.')
+    return f'unknown config key {key!r} in {_override_flag(argv, key)}; {hint}'
   if isinstance(chain[-1], OSError) or 'earlier failure to load' in texts[0]:
     reason = [line.strip() for line in texts[0].splitlines() if line.strip()][-1]
     return f'cannot load the config file of --config: {reason}'

@@ -11,10 +11,11 @@ here (`configs/b4.py` is `config.get_config('b4', arg)`). Arguments after the co
 `--config.key=value` flags override afterwards (the config is locked, so a mistyped key is an
 error that names the closest valid key).
 
-The defaults are the TF reference recipe (docs/reference.md §5). They are built as plain data and
-wrapped in an `ml_collections.ConfigDict` at the end, or, where ml_collections is not installed
-(an accelerator image with only the JAX stack), in a `PlainConfig` with the same reading
-interface: so the benchmark times the recipe this builder defines, not a copy of it.
+The defaults are the TF reference recipe (docs/reference.md §5): for each variant, the recipe
+behind its published number (`recipes.py`; `:aug=randaugment` selects TF's RandAugment one).
+They are built as plain data and wrapped in an `ml_collections.ConfigDict` at the end, or,
+where ml_collections is not installed (an accelerator image with only the JAX stack), in a
+`PlainConfig` with the same reading interface: so the benchmark times the recipe this builder defines, not a copy of it.
 
 Optimizer hyperparameters live in one group per optimizer (`rmsprop.decay`, `sgd.momentum`,
 `adamw.b1`, ...): adding an optimizer adds a group. The former flat names (`rmsprop_decay`, ...)
@@ -27,11 +28,12 @@ import copy
 import difflib
 from typing import Any
 
+from efficientnet_jax import recipes
 from efficientnet_jax.models import scaling
 
 # Short names accepted in the ':arg' string, mapped to config keys.
 ARG_ALIASES = {'batch': 'batch_size', 'epochs': 'num_epochs', 'steps': 'total_steps',
-               'lr': 'learning_rate', 'res': 'image_size'}
+               'lr': 'learning_rate', 'res': 'image_size', 'aug': 'augment.policy'}
 # Keys that moved into a group; the old names keep working in ':arg', defaults and flags.
 RENAMED_KEYS = {
     'rmsprop_decay': 'rmsprop.decay', 'rmsprop_momentum': 'rmsprop.momentum',
@@ -43,17 +45,13 @@ RENAMED_KEYS = {
 OPTIONAL_TYPES: dict[str, type] = {
     'width': float, 'depth': float, 'phi': float, 'data_dir': str, 'manual_dir': str,
     'image_size': int, 'total_steps': int, 'grad_clip_norm': float, 'init_from': str,
-    'compilation_cache_dir': str, 'xla_backend_optimization_level': int,
+    'compilation_cache_dir': str, 'xla_backend_optimization_level': int, 'bn_group_size': int,
 }
-# RandAugment magnitude: TF's for b5 (17) and b7/b8 (28) (docs/reference.md §5); b6 and l2, with
-# no published RandAugment recipe, take their neighbours'; 10 for the others.
-_RANDAUGMENT_MAGNITUDE = {'b5': 17, 'b6': 17, 'b7': 28, 'b8': 28, 'l2': 28}
 # What a dataset implies, applied when ':dataset=NAME' (or a config's defaults) selects it.
 DATASET_PRESETS: dict[str, dict[str, Any]] = {
     'imagenet2012': {'num_classes': 1000, 'eval_split': 'validation'},
     'digits': {'num_classes': 10, 'eval_split': 'test', 'augment.flip': False,
-               'augment.crop': 'pad_crop', 'augment.policy': 'none', 'normalization': 'inception',
-               'crop_padding': 0},
+               'augment.crop': 'pad_crop', 'normalization': 'inception', 'crop_padding': 0},
     'imagenette': {'num_classes': 10, 'eval_split': 'validation'},
     'cifar10': {'num_classes': 10, 'eval_split': 'test', 'augment.crop': 'pad_crop',
                 'crop_padding': 0},
@@ -83,8 +81,12 @@ def defaults(model: str) -> dict[str, Any]:
       'dtype': 'bfloat16',
       'remat': False,
       'padding': 'same',
-      'bn_group_size': 0,  # 0: BN statistics over the global batch (synchronised BN).
-      'bn_momentum': 0.99,  # TF's decay of the BN moving statistics.
+      # Examples per BN statistics group; 0: the whole global batch (synchronised BN). Unset, it
+      # is TF's normalisation batch for the global batch (`recipes.tf_bn_group_size`): 512 at 4096.
+      'bn_group_size': None,
+      # TF's decay of the BN moving statistics. With gradient accumulation the model decays them
+      # by bn_momentum^(1/grad_accum_steps) per micro-batch: the same memory per optimizer step.
+      'bn_momentum': 0.99,
       'depthwise_impl': 'auto',  # 'conv' (XLA grouped conv), 'shift' (k·k multiply-adds), 'auto'.
       'num_classes': 1000,
 
@@ -102,9 +104,11 @@ def defaults(model: str) -> dict[str, Any]:
       'bad_image_policy': 'fail',
       'augment': {
           'crop': 'inception', 'flip': True,
-          'policy': 'none' if variant.lite else 'randaugment',
+          # The policy behind the variant's published number, and TF's RandAugment magnitude
+          # for it (`:aug=randaugment`): efficientnet_jax/recipes.py, README "Recipes".
+          'policy': recipes.default_policy(model),
           'randaugment_layers': 2,
-          'randaugment_magnitude': _RANDAUGMENT_MAGNITUDE.get(model, 10),
+          'randaugment_magnitude': recipes.randaugment_magnitude(model),
       },
 
       # Optimisation: the TF reference recipe.
@@ -165,6 +169,9 @@ def get_config(model: str, arg: str | None = None, **overrides):
     _set(values, key, value)
   if arg:
     _apply_arg(values, arg)
+  if values['bn_group_size'] is None:  # Derived last, from the final batch.
+    values['bn_group_size'] = recipes.tf_bn_group_size(values['batch_size'],
+                                                       values['grad_accum_steps'])
   return _wrap(values)
 
 
@@ -195,6 +202,13 @@ def _set(values: dict[str, Any], key: str, value: Any) -> None:
   if key == 'dataset':
     for preset_key, preset_value in DATASET_PRESETS.get(value, {}).items():
       _set(values, preset_key, preset_value)
+
+
+def closest_key(name: str) -> str | None:
+  """The top-level key (current name) closest to a mistyped `name`, or None."""
+  candidates = list(defaults('b0')) + list(RENAMED_KEYS)
+  close = difflib.get_close_matches(name.split('.')[-1], candidates, n=1)
+  return canonical_key(close[0]) if close else None
 
 
 def _closest(name: str, group: dict[str, Any], prefix: str = '') -> str:
@@ -231,6 +245,8 @@ def _smoke(values: dict[str, Any]) -> None:
   values.update(batch_size=8, eval_batch_size=8, total_steps=4, image_size=64,
                 log_every_steps=1, eval_every_steps=4, checkpoint_every_steps=2,
                 warmup_epochs=0.0)
+  if values['bn_group_size'] is None:  # Two groups of 4: the grouped path, at smoke size.
+    values['bn_group_size'] = 4
 
 
 def _wrap(values: dict[str, Any]):

@@ -2,7 +2,8 @@
 
 `cli.run` prints any of these as one `error: ...` line on stderr (the message says how to fix
 it) and exits with the error's `exit_code`; the README's exit-code table lists the same codes.
-Other exceptions are bugs and keep their traceback (exit 1).
+Python's own input errors (ValueError, KeyError, a missing or unwritable path) are taken as bad
+input too: one line, exit 2. Anything else is a bug and keeps its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 USAGE_EXIT_CODE = 2
 DIVERGED_EXIT_CODE = 3
 CHECKPOINT_WRITE_EXIT_CODE = 4
+TRIAL_INTERRUPTED_EXIT_CODE = 75  # sysexits.h EX_TEMPFAIL: try again.
 
 
 class UsageError(ValueError):
@@ -43,3 +45,9 @@ class CheckpointWriteError(RuntimeError):
   # Orbax's background threads may wait minutes for a step directory that was never created;
   # the process exits without waiting for them (the last complete checkpoint is on disk).
   exit_immediately = True
+
+
+class TrialInterrupted(RuntimeError):
+  """A scaling-study trial stopped before its last step (preempted); rerunning resumes it."""
+
+  exit_code = TRIAL_INTERRUPTED_EXIT_CODE

@@ -43,15 +43,20 @@ def run(config, workdir: str, hooks: Sequence = ()) -> None:
   cli.initialize_distributed()
   import jax
   from absl import logging
+  from efficientnet_jax import recipes
+  from efficientnet_jax.training import checkpointing
   from efficientnet_jax.training import loop
+  from efficientnet_jax.training import quiet_orbax
   from efficientnet_jax.training import setup
+  quiet_orbax.install(checkpointing.is_write_failure)  # A failed write is reported once.
   setup.validate(config, workdir)  # Seconds, before the config is printed or anything written.
   logging.info('Devices: %s', jax.devices())
   if jax.process_count() > 1:
     print(f'Process {jax.process_index()}/{jax.process_count()} of a multi-process run, local '
           f'devices: {jax.local_devices()}', flush=True)
   if jax.process_index() == 0:
-    print(config, flush=True)
+    print(str(config).rstrip(), flush=True)
+    print(recipes.describe(config), flush=True)
   loop.train_and_evaluate(config, workdir, hooks=hooks)
 
 

@@ -22,4 +22,4 @@ def get_config(arg=None):
       'b0', arg, dataset='digits', width=0.25, depth=0.25, image_size=32, dtype='float32',
       batch_size=16, eval_batch_size=120, total_steps=8, log_every_steps=1,
       eval_every_steps=8, checkpoint_every_steps=2, keep_checkpoints=5, warmup_epochs=0.0,
-      ema_decay=0.99, learning_rate=0.00016)
+      ema_decay=0.99, learning_rate=0.00016, bn_group_size=0, **{'augment.policy': 'none'})

@@ -194,6 +194,29 @@ def reference(tmp_path_factory) -> tuple[str, dict]:
     return workdir, json.load(f)
 
 
+def hide_modules(*names: str) -> str:
+  """Python code that makes packages look uninstalled, for `python -c` before other imports.
+
+  Every meta-path finder answers None for them, so `import` raises ModuleNotFoundError and probes
+  such as `importlib.util.find_spec('tensorflow')` (etils, under JAX's compilation cache) return
+  None: what a machine without them (the accelerator image has no TensorFlow) looks like.
+  """
+  return f"""
+import sys
+class _Hidden:
+  NAMES = {set(names)!r}
+  def __init__(self, finder):
+    self.finder = finder
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] in self.NAMES or not hasattr(self.finder, 'find_spec'):
+      return None
+    return self.finder.find_spec(name, path, target)
+  def __getattr__(self, attr):
+    return getattr(self.finder, attr)
+sys.meta_path[:] = [_Hidden(finder) for finder in sys.meta_path]
+"""
+
+
 def copy_run(source, destination) -> str:
   shutil.copytree(source, destination)
   return str(destination)

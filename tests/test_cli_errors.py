@@ -51,6 +51,9 @@ FAST_CASES = {
     'unknown model': (['--config.model=b99'], ["Unknown model 'b99'", 'b0, b1']),
     'unknown config key': (['--config.lerning_rate=0.1'],
                            ["unknown config key 'lerning_rate'", "did you mean 'learning_rate'"]),
+    'mistyped former key name': (['--config.rmsprop_dcay=0.9'],
+                                 ["unknown config key 'rmsprop_dcay'",
+                                  "did you mean 'rmsprop.decay'"]),
     'unknown key in the config argument': (
         [f'--config={rh.CONFIG}:lerning_rate=0.1'], ["'lerning_rate'", "'learning_rate'"]),
     'wrong value type': (['--config.batch_size=abc'],

@@ -98,6 +98,8 @@ def test_renamed_keys_still_work_in_arg_strings_overrides_and_flags():
   rename = cli._renamed_config_flag  # pylint: disable=protected-access
   assert rename('--config.rmsprop_epsilon=1e-2') == '--config.rmsprop.epsilon=1e-2'
   assert rename('--config.learning_rate=1') == '--config.learning_rate=1'
+  # A nested training config (the scaling experiments' `config.train`).
+  assert rename('--config.train.rmsprop_decay=0.5') == '--config.train.rmsprop.decay=0.5'
 
 
 def test_mistyped_group_key_names_the_closest():
@@ -108,7 +110,9 @@ def test_mistyped_group_key_names_the_closest():
 
 
 def test_without_ml_collections_the_same_values_come_as_a_plain_config():
-  ours = config_lib.PlainConfig(config_lib.defaults('b7'))
+  values = config_lib.defaults('b7')
+  values['bn_group_size'] = 512  # get_config derives it from the batch.
+  ours = config_lib.PlainConfig(values)
   theirs = config_lib.get_config('b7')
   assert ours.to_dict() == theirs.to_dict()
   assert ours.rmsprop.decay == theirs.rmsprop.decay and ours.get('phi') is None

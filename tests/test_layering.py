@@ -62,20 +62,7 @@ def test_the_input_part_does_import_tensorflow():
   assert set(TENSORFLOW) <= names
 
 
-HIDE_TENSORFLOW = """
-import sys
-class _Hidden:
-  def __init__(self, finder):
-    self.finder = finder
-  def find_spec(self, name, path=None, target=None):
-    if name.split('.')[0] in ('tensorflow', 'tensorflow_datasets') or not hasattr(
-        self.finder, 'find_spec'):
-      return None
-    return self.finder.find_spec(name, path, target)
-  def __getattr__(self, attr):
-    return getattr(self.finder, attr)
-sys.meta_path[:] = [_Hidden(finder) for finder in sys.meta_path]
-
+HIDE_TENSORFLOW = rh.hide_modules(*TENSORFLOW) + """
 import efficientnet_jax as ej
 from efficientnet_jax import benchmark, config, cli, errors
 from efficientnet_jax.benchmarking import harness, measures

@@ -37,7 +37,7 @@ def test_json_lists_every_variant(full_json_run):
     assert (row['width'], row['depth'], row['resolution'], row['dropout']) == (
         variant.width, variant.depth, variant.resolution, variant.dropout)
   by_name = {r['name']: r for r in rows}
-  # Spot values (the per-variant checks live in test_model / test_flops).
+  # Spot values (the per-variant checks live in models/test_efficientnet.py, test_flops.py).
   assert by_name['b0']['params'] == 5_288_548
   assert by_name['l2']['params'] == 480_309_308
   assert by_name['lite4']['params'] == 13_006_568

@@ -45,7 +45,6 @@ from efficientnet_jax.training import steps as steps_lib
 
 MODES = ('train', 'infer')
 DTYPES = ('bfloat16', 'float32')
-# The schedule's epochs are ImageNet's; the benchmark's steps run on synthetic batches.
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
 
@@ -141,17 +140,15 @@ def build(model: str, *, batch: int, resolution: int | None = None, mode: str = 
     mesh = steps_lib.data_mesh()
     replicated, batch_sharded = steps_lib.shardings(mesh)
     data = steps_lib.global_batch(synthetic_batch(batch, resolution, config.seed), mesh)
-    init_rng = jax.random.split(jax.random.key(config.seed))[0]  # As training's init key.
-    variables = init_variables(net, init_rng, resolution, replicated)
+    variables = init_variables(net, jax.random.key(config.seed), resolution, replicated)
     forward = jax.jit(lambda v, images: net.apply(v, images, train=False),
                       in_shardings=(replicated, batch_sharded), out_shardings=batch_sharded)
     return Benchmark(forward, (variables, data['image']), lambda args, _: args, net, mesh,
                      config, mode)
 
-  steps_per_epoch = IMAGENET_TRAIN_EXAMPLES // batch
-  plan = setup_lib.Plan(steps_per_epoch=steps_per_epoch,
-                        total_steps=int(round(config.num_epochs * steps_per_epoch)),
-                        image_size=resolution, num_classes=config.num_classes)
+  # The recipe's schedule counts ImageNet epochs; the batches themselves are synthetic.
+  plan = setup_lib.make_plan(config, config.num_classes, IMAGENET_TRAIN_EXAMPLES,
+                             efficientnet.model_from_config(config))
   s = setup_lib.build(config, plan)
   data = steps_lib.global_batch(synthetic_batch(batch, resolution, config.seed), s.mesh)
   return Benchmark(s.train_step, (s.state, data, s.step_rng),

@@ -212,7 +212,7 @@ def source(config, split: str) -> IndexedSource | Any:
 def dataset_info(config) -> DatasetInfo:
   """Number of classes and of train/eval examples of the configured dataset (global counts).
 
-  The caller compares `num_classes` with `config.num_classes` (train.make_plan does).
+  The caller compares `num_classes` with `config.num_classes` (`training.setup.make_plan` does).
   """
   train, evaluation = source(config, config.train_split), source(config, config.eval_split)
   if isinstance(train, IndexedSource):

@@ -208,7 +208,9 @@ def model_from_config(config) -> EfficientNet:
       dropout_rate=config.dropout_rate, drop_path_rate=config.drop_path_rate,
       num_classes=config.num_classes, dtype=jnp.dtype(config.dtype), remat=config.remat,
       padding=config.padding, bn_group_size=config.bn_group_size or None,
-      bn_momentum=config.get('bn_momentum', 0.99),
+      # With k micro-batches per step the moving statistics are updated k times per step:
+      # momentum^(1/k) per update keeps their memory, counted in optimizer steps, as configured.
+      bn_momentum=config.get('bn_momentum', 0.99) ** (1.0 / config.get('grad_accum_steps', 1)),
       depthwise_impl=config.get('depthwise_impl', 'auto'))
   if config.get('phi') is not None:
     overrides.update(scaling.compound(config.phi, config.alpha, config.beta,

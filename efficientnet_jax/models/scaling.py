@@ -1,7 +1,7 @@
 """Compound scaling: rounding rules, block strings, the variant table and (φ, α, β, γ).
 
 Everything that turns "b4" or "φ = 1.5" into a concrete list of blocks lives here, and nothing else
-does. The model (`model.py`) only consumes the `NetworkSpec` this module builds.
+does. The model (`efficientnet.py`) only consumes the `NetworkSpec` this module builds.
 
 Rules follow the reference TF implementation (tensorflow/tpu `models/official/efficientnet`):
 

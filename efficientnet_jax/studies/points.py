@@ -4,8 +4,7 @@ A *point* is absolute: the coefficients handed to `create_model` (the baseline's
 multiplied by the scaling) and the input side. Costs are measured on the built network with
 `efficientnet_jax.models.flops`, never computed from α·β²·γ², because filters are rounded to
 multiples of 8, repeats are rounded *up* and the resolution snaps to a multiple: the paper's
-(1.2, 1.1, 1.15)
-φ = 1 model measures 2.23× B0, not the nominal 1.92×.
+(1.2, 1.1, 1.15) φ = 1 model measures 2.23× B0, not the nominal 1.92×.
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ def digits_train(**overrides) -> ml_collections.ConfigDict:
       lr_schedule='cosine', learning_rate=0.016, lr_base_batch_size=128, warmup_epochs=2.0,
       bn_momentum=0.9, ema_decay=0.99, dropout_rate=0.1, drop_path_rate=0.1, label_smoothing=0.1,
       log_every_steps=40, eval_every_steps=1_000_000,  # Evaluate once, after the last step.
-      checkpoint_every_steps=80, keep_checkpoints=1, shuffle_buffer=2048)
+      checkpoint_every_steps=80, keep_checkpoints=1, shuffle_buffer=2048, bn_group_size=0)
+  values['augment.policy'] = 'none'  # 8×8 digits: AutoAugment's shifts are sized for 224 px.
   values.update(overrides)
   return config.get_config('b0', **values)
 
@@ -98,6 +99,7 @@ def imagenette_train(**overrides) -> ml_collections.ConfigDict:
       dataset='imagenette', dtype='bfloat16', batch_size=256, eval_batch_size=500,
       num_epochs=40.0, lr_schedule='cosine', learning_rate=0.016, warmup_epochs=2.0,
       ema_decay=0.999, label_smoothing=0.1, log_every_steps=100, eval_every_steps=100_000,
-      checkpoint_every_steps=500, keep_checkpoints=2, shuffle_buffer=10_000)
+      checkpoint_every_steps=500, keep_checkpoints=2, shuffle_buffer=10_000, bn_group_size=0)
+  values['augment.policy'] = 'randaugment'
   values.update(overrides)
   return config.get_config('b0', **values)

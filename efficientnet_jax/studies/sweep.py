@@ -29,6 +29,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from efficientnet_jax import cli
+from efficientnet_jax import config as config_lib
+from efficientnet_jax import errors
 from efficientnet_jax.studies import points as points_lib
 
 FLAGS = flags.FLAGS
@@ -43,10 +45,8 @@ _NOT_IDENTITY = ('data_dir', 'manual_dir', 'compilation_cache_dir', 'log_every_s
                  'checkpoint_every_steps', 'keep_checkpoints')
 
 
-class TrialInterrupted(RuntimeError):
-  """Training stopped before its last step (preemption); rerunning resumes it."""
-
-  exit_code = 1  # `cli.run` prints the message as one line and exits with this code.
+# Training stopped before a trial's last step (preempted); rerunning resumes it.
+TrialInterrupted = errors.TrialInterrupted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +69,17 @@ def trial_dir(workdir: str, trial_id: int) -> str:
 
 
 def config_hash(train_config) -> str:
-  """A short hash of what a training config trains (paths and logging intervals excluded)."""
+  """A short hash of what a training config trains (paths and logging intervals excluded).
+
+  Keys that moved into a group (`config.RENAMED_KEYS`) are hashed under their former flat
+  names, so results written before the move still match their trials.
+  """
   values = {k: v for k, v in train_config.to_dict().items() if k not in _NOT_IDENTITY}
+  for old, new in config_lib.RENAMED_KEYS.items():
+    group, name = new.split('.')
+    if name in values.get(group, {}):
+      values[old] = values[group].pop(name)
+  values = {k: v for k, v in values.items() if v != {}}
   text = json.dumps(values, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -110,6 +119,7 @@ def run_trial(workdir: str, trial: Trial, config) -> dict[str, Any]:
   # pylint: disable=g-import-not-at-top
   import jax
   from efficientnet_jax.studies import recalibration
+  from efficientnet_jax.training import checkpointing
   from efficientnet_jax.training import loop
   from efficientnet_jax.training import setup
 
@@ -118,7 +128,7 @@ def run_trial(workdir: str, trial: Trial, config) -> dict[str, Any]:
   start = time.time()
   metrics = loop.train_and_evaluate(train_config, directory)
   plan = setup.plan_for_dataset(train_config)
-  checkpointer = setup.checkpointer_for(train_config, directory, create=False)
+  checkpointer = checkpointing.for_run(train_config, directory, create=False)
   step = checkpointer.latest_step()
   checkpointer.close()
   if step is None or step < plan.total_steps:
@@ -184,13 +194,18 @@ def define_flags() -> None:
 def apply_runtime_settings(config, workdir: str) -> None:
   """Process-wide settings; must run before JAX compiles anything.
 
+  * A failed checkpoint write is reported once, as for `main` (`training.quiet_orbax`).
   * `config.xla_backend_optimization_level`: XLA reads XLA_FLAGS when its backend starts (the
     first computation), not at `import jax`, so setting it here still applies.
   * A persistent compilation cache, `config.train.compilation_cache_dir` or else DIR/xla_cache:
     the programs a trial compiles again after training (evaluating its checkpoint) load from it,
     and so does every step of a resumed trial, on any host that shares DIR.
   """
-  from efficientnet_jax.training import compile_cache  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from efficientnet_jax.training import checkpointing
+  from efficientnet_jax.training import compile_cache
+  from efficientnet_jax.training import quiet_orbax
+  quiet_orbax.install(checkpointing.is_write_failure)
   compile_cache.set_backend_optimization_level(config.get('xla_backend_optimization_level'))
   compile_cache.enable(config.train.get('compilation_cache_dir') or
                        os.path.join(workdir, 'xla_cache'))
@@ -214,7 +229,7 @@ def main(planner: Planner, reporter: Reporter) -> Callable[[list[str]], None]:
   """The absl main of an experiment script: list, run one trial, run all, or merge.
 
   Run it as `app.run(sweep.main(plan, report), flags_parser=cli.parse_flags)`: bad input is one
-  `error:` line and exit 2, an interrupted trial exit 1 (rerun to resume it).
+  `error:` line and exit 2, an interrupted (preempted) trial exit 75 (rerun to resume it).
   """
   @cli.run
   def _main(argv):

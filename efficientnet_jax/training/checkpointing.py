@@ -29,7 +29,6 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from efficientnet_jax.errors import CheckpointWriteError, IncompatibleCheckpointError
-from efficientnet_jax.training import quiet_orbax
 
 _TMP_SUFFIX = '.orbax-checkpoint-tmp'  # Orbax's name for a step directory still being written.
 # How a failed write shows: an OSError (Python-side writes), or tensorstore's status as a
@@ -60,6 +59,13 @@ def first_mismatch(saved: Any, target: Any) -> str | None:
   return None
 
 
+def for_run(config, workdir: str, create: bool = True) -> Checkpointer:
+  """A run's checkpoints: `workdir/checkpoints`, the config's interval and retention."""
+  return Checkpointer(os.path.join(workdir, 'checkpoints'),
+                      save_every=config.checkpoint_every_steps, keep=config.keep_checkpoints,
+                      create=create)
+
+
 class Checkpointer:
   """Saves every `save_every` steps (asynchronously), keeps the last `keep`, restores the latest.
 
@@ -76,7 +82,6 @@ class Checkpointer:
     self.damaged_steps: list[int] = []  # Set by `restore`: damaged checkpoints it skipped.
     self._writing: int | None = None  # The step of a save that may still be in flight.
     self._failed = False  # A write failure was raised: later waits only log what they see.
-    quiet_orbax.install(_is_write_failure)  # The failure is reported once, by this class.
     if not create and not os.path.isdir(self.directory):
       raise FileNotFoundError(f'No checkpoints in {self.directory}; check --workdir.')
     if create:
@@ -234,7 +239,7 @@ class Checkpointer:
     try:
       yield
     except Exception as error:  # pylint: disable=broad-except
-      if not _is_write_failure(error):
+      if not is_write_failure(error):
         raise
       if self._failed:
         logging.warning('Checkpoint writing failed again: %s', _one_line(error))
@@ -256,7 +261,7 @@ def unfinished_writes(directory: str) -> list[str]:
   return sorted(name for name in os.listdir(directory) if _TMP_SUFFIX in name)
 
 
-def _is_write_failure(error: BaseException) -> bool:
+def is_write_failure(error: BaseException) -> bool:
   """Whether an exception from orbax is the file system refusing a write (not a bug)."""
   if isinstance(error, OSError):
     return error.errno in _WRITE_ERRNOS

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import jax
 
+from efficientnet_jax.training import checkpointing
 from efficientnet_jax.training import setup as setup_lib
 from efficientnet_jax.training import steps as steps_lib
 
@@ -65,8 +66,8 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, *,
   """
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f'--workdir {workdir} does not exist.')
-  s = setup_lib.setup(config)
-  checkpointer = setup_lib.checkpointer_for(config, workdir, create=False)
+  s = setup_lib.from_config(config)
+  checkpointer = checkpointing.for_run(config, workdir, create=False)
   try:
     state, _, restored_step = checkpointer.restore(s.abstract_state, step)
   finally:

@@ -62,10 +62,10 @@ def train_and_evaluate(config, workdir: str,
 def _train_and_evaluate(config, workdir: str, guard: checkpointing.PreemptionGuard,
                         hooks: Sequence[hooks_lib.StepHook]) -> dict[str, float]:
   setup_lib.check_workdir(workdir)
-  s = setup_lib.setup(config)
+  s = setup_lib.from_config(config)
   plan, mesh, step_rng = s.plan, s.mesh, s.step_rng
   lr_fn = optimizer.learning_rate_schedule(config, plan.steps_per_epoch)
-  checkpointer = setup_lib.checkpointer_for(config, workdir)
+  checkpointer = checkpointing.for_run(config, workdir)
   if checkpointer.latest_step() is not None:
     state, meta, _ = checkpointer.restore(s.abstract_state)
     checkpointer.set_aside_damaged()
@@ -81,6 +81,9 @@ def _train_and_evaluate(config, workdir: str, guard: checkpointing.PreemptionGua
     state = s.state
   start_step = int(state.step)
   train_step, eval_step = s.train_step, s.eval_step
+  warning = setup_lib.bn_memory_warning(config.bn_momentum, plan.total_steps)
+  if warning and start_step == 0:
+    announce(warning)
 
   is_main = jax.process_index() == 0
   # resume_step also for a fresh start: lines a killed earlier attempt wrote are dropped.

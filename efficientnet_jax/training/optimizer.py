@@ -34,9 +34,12 @@ def check_names(config: ml_collections.ConfigDict) -> None:
   if config.optimizer not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {config.optimizer!r}; use one of: "
                      f"{', '.join(OPTIMIZERS)}.")
-  if config.lr_schedule not in SCHEDULES:
-    raise ValueError(f"Unknown lr_schedule {config.lr_schedule!r}; use one of: "
-                     f"{', '.join(SCHEDULES)}.")
+  _check_schedule_name(config.lr_schedule)
+
+
+def _check_schedule_name(name: str) -> None:
+  if name not in SCHEDULES:
+    raise ValueError(f"Unknown lr_schedule {name!r}; use one of: {', '.join(SCHEDULES)}.")
 
 
 def peak_learning_rate(config: ml_collections.ConfigDict) -> float:
@@ -77,7 +80,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   Returns:
     A schedule `step -> float32 learning rate`.
   """
-  check_names(config)
+  _check_schedule_name(config.lr_schedule)
   peak = peak_learning_rate(config)
   # TF: warmup_steps = int(warmup_epochs * steps_per_epoch); decay_steps stays fractional.
   warmup_steps = int((config.get('warmup_epochs') or 0) * steps_per_epoch)
@@ -180,6 +183,7 @@ def create_optimizer(config: ml_collections.ConfigDict,
   Returns:
     An optax GradientTransformation over the params collection.
   """
+  check_names(config)
   schedule = learning_rate_schedule(config, steps_per_epoch)
   weight_decay = config.get('weight_decay') or 0.0
   clip_norm = config.get('grad_clip_norm')
@@ -195,8 +199,10 @@ def create_optimizer(config: ml_collections.ConfigDict,
     optimizer = optax.rmsprop(
         schedule, decay=args.decay, eps=args.epsilon, initial_scale=1.0, eps_in_sqrt=True,
         centered=False, bias_correction=False, momentum=args.momentum or None)
-  else:  # sgd
+  elif name == 'sgd':
     optimizer = optax.sgd(schedule, momentum=args.momentum or None, nesterov=bool(args.nesterov))
+  else:  # In OPTIMIZERS (checked above) but without a branch here: a bug, not a user error.
+    raise NotImplementedError(f'create_optimizer has no branch for optimizer {name!r}.')
   decay = [optax.add_decayed_weights(weight_decay, mask=weight_decay_mask)] if weight_decay else []
   return optax.chain(*decay, *clip, optimizer)
 

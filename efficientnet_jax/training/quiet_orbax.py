@@ -9,7 +9,8 @@ times, and nothing in orbax or tensorstore turns this off:
 * asyncio logs the abandoned futures ('exception was never retrieved') when they are collected,
   and `warnings` the write coroutines that never started.
 `install` filters exactly these, matched by content: a record or callback that is not about a
-failed write still reaches the console.
+failed write still reaches the console. The command lines that train (`main`, the scaling-study
+scripts) install it; library users keep the libraries' own output.
 """
 
 from __future__ import annotations

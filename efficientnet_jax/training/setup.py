@@ -6,6 +6,7 @@ that the step the benchmark times is the step training runs:
   validate(config, workdir)   cheap checks, seconds, before anything is printed or written
   plan_for_dataset(config)    epochs → steps against the dataset (imports the input pipeline)
   build(config, plan)         model, mesh, optimizer, the train state's shapes, the jitted steps
+  from_config(config)         all three, for training and evaluation
 
 Inputs are checked cheapest first (workdir, model name, optimizer, batch against devices, then
 the data, then a checkpoint's shapes) so that a mistake fails in seconds, before the model is
@@ -21,9 +22,9 @@ from typing import Any, Callable
 
 import jax
 
+from efficientnet_jax import recipes
 from efficientnet_jax.errors import ConfigError
 from efficientnet_jax.models import efficientnet
-from efficientnet_jax.training import checkpointing
 from efficientnet_jax.training import optimizer as optimizer_lib
 from efficientnet_jax.training import state as state_lib
 from efficientnet_jax.training import steps as steps_lib
@@ -69,25 +70,56 @@ def validate(config, workdir: str | None = None) -> None:
     check_workdir(workdir)
   efficientnet.model_from_config(config)  # An unknown model name or field fails here.
   optimizer_lib.check_names(config)
+  if config.augment.policy not in recipes.POLICIES:
+    raise ConfigError(f'Unknown augment.policy {config.augment.policy!r}; use one of: '
+                      f"{', '.join(recipes.POLICIES)} (e.g. :aug=randaugment).")
   steps_lib.check_global_batch(config.batch_size, config.grad_accum_steps, jax.device_count())
+  steps_lib.check_bn_groups(config.bn_group_size, config.batch_size, config.grad_accum_steps,
+                            jax.device_count())
 
 
-def make_plan(config, info, model: efficientnet.EfficientNet) -> Plan:
-  """Validates the config against the dataset (`input.sources.DatasetInfo`); epochs → steps."""
-  if config.num_classes != info.num_classes:
+# A run shorter than this many BN memory spans (1/(1 − momentum) steps) evaluates with moving
+# statistics that still remember the start (momentum^steps of them: e^-5 < 1% at 5 spans).
+BN_MEMORY_SPANS = 5
+_SUGGESTED_MOMENTA = (0.99, 0.98, 0.97, 0.95, 0.9, 0.8, 0.5)
+
+
+def bn_memory_warning(bn_momentum: float, total_steps: int) -> str | None:
+  """One line when `total_steps` is too short for the BN moving statistics to forget the start.
+
+  The moving mean and variance decay by `bn_momentum` per step, so after a run of n steps the
+  statistics the run started with (ImageNet's, for converted weights) still weigh
+  `bn_momentum^n`, and evaluation normalises with them.
+  """
+  span = 1.0 / (1.0 - bn_momentum) if bn_momentum < 1 else float('inf')
+  if total_steps >= BN_MEMORY_SPANS * span:
+    return None
+  remembered = bn_momentum ** total_steps
+  fits = [m for m in _SUGGESTED_MOMENTA if BN_MEMORY_SPANS / (1.0 - m) <= total_steps]
+  fix = (f'set --config.bn_momentum={fits[0]}' if fits else 'train for more steps') + (
+      ' or train longer' if fits else '')
+  return (f'warning: {total_steps} steps are fewer than {BN_MEMORY_SPANS} BN memory spans '
+          f'(1/(1 - bn_momentum={bn_momentum}) = {span:.0f} steps each): the moving statistics '
+          f'evaluation uses will still be {remembered:.0%} those of the start; {fix}.')
+
+
+def make_plan(config, num_classes: int, num_train_examples: int,
+              model: efficientnet.EfficientNet) -> Plan:
+  """Validates the config against a dataset of this size; converts epochs to steps."""
+  if config.num_classes != num_classes:
     raise ConfigError(f'config.num_classes={config.num_classes} but dataset {config.dataset!r} '
-                      f'has {info.num_classes} classes; set --config.num_classes='
-                      f'{info.num_classes}.')
-  steps_per_epoch = max(1, info.num_train_examples // config.batch_size)
+                      f'has {num_classes} classes; set --config.num_classes={num_classes}.')
+  steps_per_epoch = max(1, num_train_examples // config.batch_size)
   total = config.total_steps or int(round(config.num_epochs * steps_per_epoch))
-  return Plan(steps_per_epoch, total, config.image_size or model.resolution, info.num_classes)
+  return Plan(steps_per_epoch, total, config.image_size or model.resolution, num_classes)
 
 
 def plan_for_dataset(config) -> Plan:
   """The plan of `config` on its dataset; imports the input pipeline (TensorFlow, ~10 s)."""
   from efficientnet_jax.input import sources  # pylint: disable=g-import-not-at-top
   model = efficientnet.model_from_config(config)
-  return make_plan(config, sources.dataset_info(config), model)
+  info = sources.dataset_info(config)
+  return make_plan(config, info.num_classes, info.num_train_examples, model)
 
 
 @dataclasses.dataclass
@@ -148,15 +180,8 @@ def build(config, plan: Plan) -> Setup:
   return Setup(config, model, plan, mesh, tx, abstract, step_rng, init)
 
 
-def setup(config) -> Setup:
+def from_config(config) -> Setup:
   """`build(config, plan_for_dataset(config))`: what training and evaluation start from."""
-  efficientnet.model_from_config(config)  # An unknown model fails before TensorFlow loads.
-  steps_lib.check_global_batch(config.batch_size, config.grad_accum_steps, jax.device_count())
+  validate(config)  # A mistake fails in seconds, before TensorFlow loads.
   return build(config, plan_for_dataset(config))
 
-
-def checkpointer_for(config, workdir: str, create: bool = True) -> checkpointing.Checkpointer:
-  """The run's checkpoint manager: `workdir/checkpoints`, the config's interval and retention."""
-  return checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                    save_every=config.checkpoint_every_steps,
-                                    keep=config.keep_checkpoints, create=create)

@@ -45,6 +45,30 @@ def check_global_batch(batch_size: int, grad_accum_steps: int, device_count: int
                       f'of the {device_count} devices.')
 
 
+def check_bn_groups(group_size: int, batch_size: int, grad_accum_steps: int,
+                    device_count: int) -> None:
+  """Raises ConfigError unless BN groups tile the micro-batch along device boundaries.
+
+  A group either lies within one device's examples (it divides the per-device batch) or covers
+  whole devices (a multiple of the per-device batch that divides the global one); a group cut
+  across a device boundary would need the examples moved between devices.
+  """
+  if not group_size:
+    return
+  micro = batch_size // grad_accum_steps
+  per_device = micro // device_count
+  what = 'micro-batch' if grad_accum_steps > 1 else 'batch'
+  fits = (per_device % group_size == 0 if group_size <= per_device
+          else group_size % per_device == 0 and micro % group_size == 0)
+  if group_size < 0 or not fits:
+    divisors = [g for g in range(1, per_device + 1) if per_device % g == 0]
+    multiples = [per_device * k for k in range(2, device_count + 1) if micro % (per_device * k) == 0]
+    choices = ', '.join(str(g) for g in (divisors[-3:] + multiples[:3]))
+    raise ConfigError(f'config.bn_group_size={group_size} does not tile the global {what} of '
+                      f'{micro} ({per_device} per device on {device_count} devices); use one of '
+                      f'{choices} or 0 (the whole {what}).')
+
+
 def all_finite(tree: Any) -> jax.Array:
   """True when every element of every leaf is finite (a norm would overflow on large values)."""
   return jax.tree.reduce(jnp.logical_and,
@@ -77,7 +101,9 @@ def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing:
     label_smoothing: label smoothing of the training loss.
     ema_decay: EMA decay (with warm-up); 0 or a state without EMA disables it.
     grad_accum_steps: micro-batches per step; gradients are averaged, BN statistics are
-      updated once per micro-batch (as on a smaller global batch).
+      normalised per micro-batch and their moving averages updated once per micro-batch (the
+      model's momentum is `bn_momentum^(1/grad_accum_steps)`, see `model_from_config`, so their
+      memory per optimizer step is the configured one).
   """
 
   def loss_fn(params, batch_stats, images, labels, rng):
@@ -123,7 +149,7 @@ def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing:
     if ema is not None and ema_decay:
       # TF's EMA warm-up counts the step after the increment (1 on the first update).
       ema = optimizer.update_ema(ema, {'params': params, 'batch_stats': batch_stats},
-                             state.step + 1, ema_decay)
+                                 state.step + 1, ema_decay)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 
+import reliability_helpers as rh
 from efficientnet_jax import config as config_lib
 from efficientnet_jax.benchmarking import harness
 from efficientnet_jax.benchmarking import measures
@@ -27,24 +28,8 @@ from efficientnet_jax.training import steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Hides the GPU machine's missing packages as if they were not installed: every meta-path
-# finder answers None for them, so `import` raises ModuleNotFoundError and probes such as
-# `importlib.util.find_spec('tensorflow')` (etils, under JAX's compilation cache) return None.
-BLOCK_TF = """
-import sys
-import types
-class _Hidden:
-  NAMES = {'tensorflow', 'tensorflow_datasets', 'ml_collections'}
-  def __init__(self, finder):
-    self.finder = finder
-  def find_spec(self, name, path=None, target=None):
-    if name.split('.')[0] in self.NAMES or not hasattr(self.finder, 'find_spec'):
-      return None
-    return self.finder.find_spec(name, path, target)
-  def __getattr__(self, attr):
-    return getattr(self.finder, attr)
-sys.meta_path[:] = [_Hidden(finder) for finder in sys.meta_path]
-"""
+# As on an accelerator image with only the JAX stack: the benchmark needs none of these.
+BLOCK_TF = rh.hide_modules('tensorflow', 'tensorflow_datasets', 'ml_collections', 'orbax')
 
 RUN_CLI = BLOCK_TF + """
 import runpy

@@ -292,3 +292,28 @@ def test_sharded_batchnorm_is_synchronised():
   logits_g, _ = jax.jit(per_device)(jax.device_put(variables, replicated),
                                     jax.device_put(x, data))
   assert np.abs(np.asarray(logits_g) - np.asarray(logits)).max() > 1e-2
+
+
+@pytest.mark.parametrize('group', [2, 4, 8, 16], ids=lambda g: f'group{g}')
+def test_grouped_batchnorm_sharded_over_devices_equals_per_group_statistics(group):
+  # 16 examples on 4 devices (4 each): groups of 2 put two groups on a device, 4 is one device,
+  # 8 spans two devices and 16 all four. Every example gets its own offset and scale, so any
+  # statistics computed over the wrong examples show.
+  data, replicated = _mesh_shardings()
+  rng = np.random.default_rng(1)
+  x = (np.arange(16.0)[:, None, None, None] * 0.7
+       + (1 + np.arange(16.0)[:, None, None, None] % 3)
+       * rng.standard_normal((16, 3, 3, 2))).astype(np.float32)
+  bn = layers.BatchNorm(group_size=group)
+  variables = bn.init(jax.random.key(0), x, train=False)
+  step = jax.jit(lambda v, x: bn.apply(v, x, train=True, mutable=['batch_stats']))
+  y, updates = step(jax.device_put(variables, replicated), jax.device_put(x, data))
+  assert len(y.sharding.device_set) == 4
+
+  xg = x.reshape(16 // group, group, 3, 3, 2).astype(np.float64)
+  means, variances = xg.mean((1, 2, 3)), xg.var((1, 2, 3))
+  expected = (xg - means[:, None, None, None]) / np.sqrt(variances[:, None, None, None] + 1e-3)
+  np.testing.assert_allclose(y, expected.reshape(x.shape), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(updates['batch_stats']['mean'], 0.01 * means.mean(0), rtol=1e-4)
+  np.testing.assert_allclose(updates['batch_stats']['var'], 0.99 + 0.01 * variances.mean(0),
+                             rtol=1e-4)

@@ -104,6 +104,14 @@ def test_stale_result_from_another_config_is_refused(tmp_path):
     sweep.load_result(str(tmp_path), trial, config)
 
 
+
+def test_config_hash_is_unchanged_by_the_optimizer_key_groups():
+  # The hashes results written before `rmsprop_decay` & co. moved into groups carry: they must
+  # still match their trials. (A deliberate change of the digits recipe changes them, and
+  # results trained for the old recipe are then refused, as they should be.)
+  assert sweep.config_hash(digits_curves.get_config().train) == 'd945b7e7efa3'
+  assert sweep.config_hash(digits_search.get_config('tiny').train) == '971c017ef15d'
+
 # --- Subprocess runs of the real script -------------------------------------------------------
 
 def _run(*args, cache_dir):

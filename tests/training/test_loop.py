@@ -11,6 +11,8 @@ import pytest
 from efficientnet_jax import config as config_lib
 from efficientnet_jax.errors import ConfigError
 from efficientnet_jax.input import pipeline
+from efficientnet_jax.models import efficientnet
+from efficientnet_jax.training import checkpointing
 from efficientnet_jax.training import evaluation
 from efficientnet_jax.training import loop
 from efficientnet_jax.training import setup
@@ -21,13 +23,14 @@ def tiny_config(**overrides):
   """A test-only tiny variant: width/depth 0.25 (8-filter stages, one block each)."""
   values = dict(dataset='digits', width=0.25, depth=0.25, image_size=32, dtype='float32',
                 batch_size=16, eval_batch_size=120, total_steps=3, log_every_steps=1,
-                eval_every_steps=3, checkpoint_every_steps=3, warmup_epochs=0.0, ema_decay=0.99)
+                eval_every_steps=3, checkpoint_every_steps=3, warmup_epochs=0.0, ema_decay=0.99,
+                bn_group_size=0, **{'augment.policy': 'none'})
   return config_lib.get_config('b0', **{**values, **overrides})
 
 
 def _params(workdir, config):
-  s = setup.setup(config)
-  checkpointer = setup.checkpointer_for(config, workdir, create=False)
+  s = setup.from_config(config)
+  checkpointer = checkpointing.for_run(config, workdir, create=False)
   state, _, step = checkpointer.restore(s.state)
   checkpointer.close()
   return step, jax.device_get(state)
@@ -69,7 +72,7 @@ def test_train_eval_checkpoint_then_resume_continues_exactly(tmp_path):
 
 def test_train_step_compiles_once():
   config = tiny_config()
-  s = setup.setup(config)
+  s = setup.from_config(config)
   step_fn = chex.assert_max_traces(n=1)(steps_lib.make_train_step(
       s.model, s.tx, label_smoothing=0.1, ema_decay=0.99))
   jitted = steps_lib.jit_train_step(step_fn, s.mesh)
@@ -86,7 +89,7 @@ def test_gradient_accumulation_averages_micro_batch_gradients():
   config = tiny_config(grad_accum_steps=2, optimizer='sgd', sgd_momentum=0.0, weight_decay=0.0,
                        learning_rate=1.0, lr_base_batch_size=0, lr_schedule='constant',
                        dropout_rate=0.0, drop_path_rate=0.0, ema_decay=0.0, label_smoothing=0.0)
-  s = setup.setup(config)
+  s = setup.from_config(config)
   host_batch = next(pipeline.train_iterator(config, global_batch_size=config.batch_size))
   accumulated = steps_lib.jit_train_step(steps_lib.make_train_step(
       s.model, s.tx, label_smoothing=0.0, ema_decay=0.0, grad_accum_steps=2), s.mesh)
@@ -115,12 +118,28 @@ def test_gradient_accumulation_averages_micro_batch_gradients():
 
 def test_batch_not_divisible_by_devices_is_a_config_error():
   with pytest.raises(ConfigError, match='not divisible by the 4 devices'):
-    setup.setup(tiny_config(batch_size=18))
+    setup.from_config(tiny_config(batch_size=18))
+
+
+def test_bn_group_that_cuts_across_devices_is_a_config_error():
+  # 16 examples on 4 devices: groups of 3 would straddle devices, 32 exceeds the batch.
+  for group in (3, 32):
+    with pytest.raises(ConfigError, match=f'bn_group_size={group} does not tile .* 0 '):
+      setup.validate(tiny_config(bn_group_size=group))
+  setup.validate(tiny_config(bn_group_size=8))  # Two devices per group.
+  setup.validate(tiny_config(bn_group_size=2))  # Two groups per device.
+
+
+def test_gradient_accumulation_keeps_the_bn_memory_per_optimizer_step():
+  one = efficientnet.model_from_config(tiny_config(bn_momentum=0.99))
+  four = efficientnet.model_from_config(tiny_config(bn_momentum=0.99, grad_accum_steps=4))
+  assert one.bn_momentum == 0.99
+  np.testing.assert_allclose(four.bn_momentum ** 4, 0.99, rtol=1e-12)
 
 
 def test_num_classes_mismatch_is_a_config_error():
   with pytest.raises(ConfigError, match='--config.num_classes=10'):
-    setup.setup(tiny_config(num_classes=1000))
+    setup.from_config(tiny_config(num_classes=1000))
 
 
 def _two_class_folder(root):
@@ -140,7 +159,7 @@ def test_fewer_than_five_classes_report_top_k_over_all_of_them(tmp_path):
   # step would add a compile and nothing to what is checked).
   config = tiny_config(dataset='folder', data_dir=str(_two_class_folder(tmp_path / 'images')),
                        num_classes=2, eval_split='test', batch_size=8, eval_batch_size=8)
-  s = setup.setup(config)
+  s = setup.from_config(config)
   metrics = evaluation.evaluate(config, s.state, s.eval_step, s.mesh)
   assert metrics['eval_top5_k'] == 2 and metrics['eval_top5'] == 1.0  # Top-2 of 2 classes.
   assert metrics['eval_ema_top5'] == 1.0 and 0.0 <= metrics['eval_top1'] <= 1.0

@@ -30,7 +30,7 @@ from efficientnet_jax.training import steps as steps_lib
 
 @pytest.fixture(scope='module')
 def abstract_state():
-  return setup.setup(reliability_config.get_config()).abstract_state
+  return setup.from_config(reliability_config.get_config()).abstract_state
 
 
 def _damage_truncate(step_dir):
@@ -216,9 +216,8 @@ def test_failed_checkpoint_write_is_one_error_naming_the_step_and_the_intact_one
 
 
 def test_only_file_system_failures_count_as_write_failures():
-  # pylint: disable=protected-access
-  assert checkpointing._is_write_failure(OSError(28, 'No space left on device'))
-  assert checkpointing._is_write_failure(
+  assert checkpointing.is_write_failure(OSError(28, 'No space left on device'))
+  assert checkpointing.is_write_failure(
       ValueError("OUT_OF_RANGE: ... File too large [os_error_code='27']"))
-  assert not checkpointing._is_write_failure(ValueError('shapes (3,) and (4,) differ'))
-  assert not checkpointing._is_write_failure(OSError(2, 'No such file or directory'))
+  assert not checkpointing.is_write_failure(ValueError('shapes (3,) and (4,) differ'))
+  assert not checkpointing.is_write_failure(OSError(2, 'No such file or directory'))

@@ -46,7 +46,7 @@ def test_converted_weights_finetune_on_digits(tmp_path):
                             checkpoint_every_steps=20, normalization='inception',
                             learning_rate=0.05)
   workdir = str(tmp_path / 'run')
-  s = setup.setup(config)
+  s = setup.from_config(config)
   source = warm_start.read_variables(converted)
   # The backbone comes from the converted weights, the head is fresh with the new shape.
   started = warm_start.init_from(s.state, converted)
