@@ -1,22 +1,43 @@
 """RandAugment and AutoAugment (policy v0) on uint8 HWC images, in plain TF2 ops.
 
-No tf.contrib / tensorflow_addons: the geometric ops use `ImageProjectiveTransformV3`. Every random
-choice (which op, whether to apply it, the sign of a rotation/shear/translation, the cutout centre)
-is drawn with stateless ops from an explicit `seed` (int tensor of shape [2]), so a given
-(image, seed) always gives the same result, eagerly or inside `tf.data` with any parallelism.
+Every op computes exactly what TF EfficientNet's augmentation code computes -- tensorflow/tpu
+models/official/efficientnet/autoaugment.py, which produced the published EfficientNet numbers --
+bit for bit on uint8, including where that code departs from its own comments and from PIL (listed
+below). tests/input/test_augment_tf_reference.py checks every op, the v0 table and the RandAugment
+op list against outputs of that file (tests/input/data/tf_reference/README.md says how they were
+made).
+
+No tf.contrib / tensorflow_addons: the geometric ops use `ImageProjectiveTransformV3`. Only the
+random draws differ from TF: every random choice (which op or sub-policy, whether to apply it, the
+sign of a rotation/shear/translation, the cutout centre) has TF's distribution but is drawn with
+stateless ops from an explicit `seed` (int tensor of shape [2]), so a given (image, seed) always
+gives the same result, eagerly or inside `tf.data` with any parallelism.
 
 Magnitude convention (TF EfficientNet's, behind its M=10/17/28; docs/reference.md §5): a level
 is on AutoAugment's 0..10 scale (`MAX_LEVEL = 10` is the strongest setting AutoAugment searched),
 and levels above 10 extrapolate the same linear maps, e.g. rotation `level/10 * 30` degrees, so
 M=28 rotates up to 84°. timm instead clips M at 10 unless told otherwise; we do not, so b7's M=28
-means what it meant in TF. Where extrapolation leaves an op's domain we clamp the argument
-(posterize keeps 0..8 bits); solarize with a threshold above 255 is simply a no-op, as in TF.
+means what it meant in TF. `level_to_arg` computes each op's argument from the level as TF does, in
+Python double precision with `int()` truncation, and TF's ops then round it once to float32.
+Computing it in float32 instead lands one float32 step off for many levels (v0's Color at level 6:
+1.1800001 for 1.18, enough to move some pixels by one), and on another integer at levels 21 and 23
+(SolarizeAdd 230 for 231). Nothing is clamped: where extrapolation leaves an op's domain, the op
+does what TF's does.
 
-Known deliberate deviations from TF's autoaugment.py:
-  * Contrast blends towards the mean grey level (PIL's definition, which AutoAugment was searched
-    with); TF divides the pixel *count* by 256 instead of averaging intensities.
-  * Sharpness rounds its smoothed image (PIL) instead of truncating.
-  * Posterize with 0 bits gives black (PIL's mask semantics) instead of depending on shift overflow.
+TF behaviour kept on purpose (surprising, but it is what the published models were trained with):
+  * RandAugment draws a probability U(0.2, 0.8) for each op and never uses it: the chosen op is
+    always applied.
+  * Solarize: TF compares the uint8 image with the threshold converted to uint8, which wraps modulo
+    256: level 10 gives 256 -> 0 and inverts the whole image (v0 has ('Solarize', 0.6, 10)); M=17
+    gives 435 -> 179, M=28 716 -> 204.
+  * Posterize shifts right then left by `8 - bits` as uint8 shift amounts, which TF's CPU kernel
+    clamps to 7: 0 bits (levels below 2.5, e.g. v0's ('Posterize', 0.8, 2)) and more than 8 bits
+    (levels from 22.5, e.g. M=28 gives 11) keep only the top bit, instead of black / the image.
+  * Contrast blends towards `min(pixel count / 256, 255)`, truncated (TF sums a 256-bin histogram
+    where it meant to average it), not towards the mean grey level: 196 for a 224×224 image.
+  * Sharpness truncates its smoothed image where PIL rounds, and AutoContrast evaluates PIL's
+    `v·scale + offset` in float32 where PIL uses doubles, so both differ from PIL by one level here
+    and there (AutoContrast can even map a channel's brightest pixel to 254).
 """
 
 from __future__ import annotations
@@ -30,10 +51,21 @@ import tensorflow as tf
 MAX_LEVEL = 10.0
 Number = Union[float, int, tf.Tensor]
 
+# Fill value of pixels uncovered by geometric ops and of cutout (TF: 128 in each channel).
+REPLACE = 128
+# Translation in pixels and cutout half-side at level 10. TF's constants, meant for 224+ px images.
+RANDAUGMENT_TRANSLATE_CONST = 100.0
+RANDAUGMENT_CUTOUT_CONST = 40.0
+AUTOAUGMENT_TRANSLATE_CONST = 250.0
+AUTOAUGMENT_CUTOUT_CONST = 100.0
+
 # The 16 ops RandAugment samples from (TF EfficientNet's list, same order).
 RANDAUGMENT_OPS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize', 'Solarize', 'Color',
                    'Contrast', 'Brightness', 'Sharpness', 'ShearX', 'ShearY', 'TranslateX',
                    'TranslateY', 'Cutout', 'SolarizeAdd')
+# Ops without an argument, and ops whose argument gets a random sign.
+_UNLEVELLED_OPS = ('AutoContrast', 'Equalize', 'Invert')
+_SIGNED_OPS = ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY')
 
 # AutoAugment ImageNet policy v0: 25 sub-policies of (op, probability, level); one sub-policy is
 # picked uniformly per image and its two ops applied in order, each with its probability.
@@ -72,7 +104,12 @@ POLICIES = {'v0': POLICY_V0}
 
 
 def blend(image1: tf.Tensor, image2: tf.Tensor, factor: Number) -> tf.Tensor:
-  """`image1 + factor·(image2 - image1)` clipped to uint8: factor 0 gives image1, 1 gives image2."""
+  """`image1 + factor·(image2 - image1)` in float32, clipped and truncated to uint8.
+
+  Factor 0 gives image1 and 1 gives image2. TF returns the inputs at exactly 0 and 1 and skips the
+  clip for 0 < factor < 1; the formula gives the same bits there (`0·d` and `1·d` are exact, and an
+  interpolation stays within 0..255), so one formula serves a Python or a tensor factor.
+  """
   image1 = tf.cast(image1, tf.float32)
   image2 = tf.cast(image2, tf.float32)
   blended = image1 + tf.cast(factor, tf.float32) * (image2 - image1)
@@ -84,19 +121,26 @@ def _grey(image: tf.Tensor) -> tf.Tensor:
 
 
 def auto_contrast(image: tf.Tensor) -> tf.Tensor:
-  """Stretches each channel so its darkest pixel becomes 0 and its brightest 255."""
+  """Stretches each channel from its [lo, hi] towards [0, 255] (a flat channel is kept).
+
+  TF's arithmetic: `v·scale + offset` with `scale = 255 / (hi - lo)`, `offset = -lo·scale`, in
+  float32, clipped and truncated. `(v - lo)·scale` is the same in exact arithmetic but not in
+  float32: over all (lo, hi, v) the two truncate to different levels about once in 200, e.g.
+  lo 99, hi 124 maps 104 to 50 (not 51) and even the brightest pixel, 124, to 254 (not 255).
+  """
   pixels = tf.cast(image, tf.float32)
   low = tf.reduce_min(pixels, axis=[0, 1])
   high = tf.reduce_max(pixels, axis=[0, 1])
   # A flat channel has nothing to stretch: divide by a dummy 1, then keep the input unchanged.
   flat = high <= low
   scale = 255.0 / tf.where(flat, 1.0, high - low)
-  stretched = tf.clip_by_value((pixels - low) * scale, 0.0, 255.0)
+  offset = -low * scale
+  stretched = tf.clip_by_value(pixels * scale + offset, 0.0, 255.0)
   return tf.cast(tf.where(flat, pixels, stretched), tf.uint8)
 
 
 def _equalize_channel(channel: tf.Tensor) -> tf.Tensor:
-  """PIL's histogram equalisation of one uint8 [H, W] channel."""
+  """PIL's histogram equalisation of one uint8 [H, W] channel (TF's port of it computes the same)."""
   values = tf.cast(channel, tf.int32)
   histogram = tf.math.bincount(tf.reshape(values, [-1]), minlength=256, maxlength=256,
                                dtype=tf.int32)
@@ -121,23 +165,38 @@ def invert(image: tf.Tensor) -> tf.Tensor:
 
 
 def posterize(image: tf.Tensor, bits: Number) -> tf.Tensor:
-  """Keeps the `bits` most significant bits of every pixel (clamped to 0..8; 0 gives black)."""
-  bits = tf.clip_by_value(tf.cast(bits, tf.int32), 0, 8)
-  mask = tf.cast(256 - tf.bitwise.left_shift(1, 8 - bits), tf.uint8)
-  return tf.bitwise.bitwise_and(image, mask)
+  """Keeps the `bits` most significant bits of every pixel, as TF computes it for any `bits`.
+
+  TF shifts right then left by `8 - bits`, given to the shift ops as a uint8: a negative shift
+  (bits > 8) wraps to 248..255, and TF's CPU kernel clamps any shift above 7 to 7. So 1..8 bits
+  behave as expected, while 0 bits and more than 8 bits both keep only the top bit (not black, not
+  the unchanged image). The clamp is written out here rather than left to the kernel, whose
+  handling of oversized shifts is documented as implementation-defined.
+  """
+  shift = tf.minimum(tf.math.floormod(8 - tf.cast(bits, tf.int32), 256), 7)
+  shift = tf.cast(shift, tf.uint8)
+  return tf.bitwise.left_shift(tf.bitwise.right_shift(image, shift), shift)
+
+
+def _as_uint8_threshold(threshold: Number) -> tf.Tensor:
+  # TF compares a uint8 image with a Python int, which it converts to uint8 modulo 256.
+  return tf.cast(tf.math.floormod(tf.cast(threshold, tf.int32), 256), tf.uint8)
 
 
 def solarize(image: tf.Tensor, threshold: Number = 128) -> tf.Tensor:
-  """Inverts every pixel at or above `threshold` (a threshold above 255 changes nothing)."""
-  below = tf.cast(image, tf.int32) < tf.cast(threshold, tf.int32)
-  return tf.where(below, image, 255 - image)
+  """Inverts every pixel at or above `threshold`, taken modulo 256 as TF does.
+
+  The wrap is TF's: its threshold `int(level/10 * 256)` is converted to uint8, so level 10 (256)
+  becomes 0 and inverts the whole image, and M=17 (435) and M=28 (716) become 179 and 204.
+  """
+  return tf.where(image < _as_uint8_threshold(threshold), image, 255 - image)
 
 
 def solarize_add(image: tf.Tensor, addition: Number = 0, threshold: Number = 128) -> tf.Tensor:
-  """Adds `addition` (clipped to 0..255) to every pixel below `threshold`."""
+  """Adds `addition` (the sum clipped to 0..255) to every pixel below `threshold`."""
   pixels = tf.cast(image, tf.int32)
   added = tf.cast(tf.clip_by_value(pixels + tf.cast(addition, tf.int32), 0, 255), tf.uint8)
-  return tf.where(pixels < tf.cast(threshold, tf.int32), added, image)
+  return tf.where(image < _as_uint8_threshold(threshold), added, image)
 
 
 def color(image: tf.Tensor, factor: Number) -> tf.Tensor:
@@ -146,9 +205,17 @@ def color(image: tf.Tensor, factor: Number) -> tf.Tensor:
 
 
 def contrast(image: tf.Tensor, factor: Number) -> tf.Tensor:
-  """Contrast around the mean grey level: 0 gives a flat grey image, 1 the original."""
-  mean = tf.reduce_mean(tf.cast(tf.image.rgb_to_grayscale(image), tf.float32))
-  return blend(tf.fill(tf.shape(image), mean), image, factor)
+  """Contrast as TF computes it: a blend towards a flat grey of `min(pixels / 256, 255)`.
+
+  TF means to blend towards the mean grey level, but it sums the grey image's 256-bin histogram and
+  divides by 256, which is the pixel count / 256 (truncated to uint8), whatever the pixel values:
+  3 for 32×24, 196 for 224×224, 255 from 65,280 pixels on. Factor 1 gives the original.
+  """
+  shape = tf.shape(image)
+  # The pixel count is exact in float32 for any image below 2**24 pixels, like TF's histogram sum.
+  level = tf.cast(shape[0] * shape[1], tf.float32) / 256.0
+  level = tf.cast(tf.clip_by_value(level, 0.0, 255.0), tf.uint8)
+  return blend(tf.fill(shape, level), image, factor)
 
 
 def brightness(image: tf.Tensor, factor: Number) -> tf.Tensor:
@@ -157,12 +224,15 @@ def brightness(image: tf.Tensor, factor: Number) -> tf.Tensor:
 
 
 def sharpness(image: tf.Tensor, factor: Number) -> tf.Tensor:
-  """Sharpness via PIL's SMOOTH kernel: 0 gives the smoothed image, 1 the original, >1 sharper."""
+  """Sharpness via PIL's SMOOTH kernel: 0 gives the smoothed image, 1 the original, >1 sharper.
+
+  The smoothed image is truncated to uint8, as in TF (PIL rounds it).
+  """
   kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
   kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
   smoothed = tf.nn.depthwise_conv2d(tf.cast(image, tf.float32)[None], kernel, [1, 1, 1, 1], 'VALID')
-  smoothed = tf.cast(tf.clip_by_value(tf.round(smoothed[0]), 0.0, 255.0), tf.uint8)
-  # The 1-pixel border has no full neighbourhood; PIL keeps it unchanged.
+  smoothed = tf.cast(tf.clip_by_value(smoothed[0], 0.0, 255.0), tf.uint8)
+  # The 1-pixel border has no full neighbourhood; PIL and TF keep it unchanged.
   inside = tf.pad(tf.ones_like(smoothed, tf.bool), [[1, 1], [1, 1], [0, 0]])
   degenerate = tf.where(inside, tf.pad(smoothed, [[1, 1], [1, 1], [0, 0]]), image)
   return blend(degenerate, image, factor)
@@ -173,6 +243,8 @@ def _transform(image: tf.Tensor, transform: Sequence[Number], replace: int) -> t
 
   `transform` is [a0, a1, a2, b0, b1, b2, c0, c1]: input x = a0·x + a1·y + a2,
   input y = b0·x + b1·y + b2 (c0 = c1 = 0 here). Pixels mapped from outside the image get `replace`.
+  TF appends an all-ones channel, transforms with zero fill and puts `replace` where that channel
+  became 0; with nearest sampling that is exactly a constant fill with `replace`.
   """
   transform = tf.cast(tf.stack([tf.cast(t, tf.float32) for t in transform]), tf.float32)
   result = tf.raw_ops.ImageProjectiveTransformV3(
@@ -181,8 +253,12 @@ def _transform(image: tf.Tensor, transform: Sequence[Number], replace: int) -> t
   return tf.reshape(result[0], tf.shape(image))
 
 
-def rotate(image: tf.Tensor, degrees: Number, replace: int = 128) -> tf.Tensor:
-  """Rotates counter-clockwise by `degrees` about the image centre."""
+def rotate(image: tf.Tensor, degrees: Number, replace: int = REPLACE) -> tf.Tensor:
+  """Rotates counter-clockwise (as displayed) by `degrees` about the image centre.
+
+  The matrix is tf.contrib.image.rotate's, with its float32 operations in the same order (its
+  offsets centre the rotation on ((width - 1)/2, (height - 1)/2)).
+  """
   radians = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
   shape = tf.cast(tf.shape(image), tf.float32)
   height, width = shape[0] - 1.0, shape[1] - 1.0
@@ -192,35 +268,43 @@ def rotate(image: tf.Tensor, degrees: Number, replace: int = 128) -> tf.Tensor:
   return _transform(image, [cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0], replace)
 
 
-def shear_x(image: tf.Tensor, level: Number, replace: int = 128) -> tf.Tensor:
+def shear_x(image: tf.Tensor, level: Number, replace: int = REPLACE) -> tf.Tensor:
   """Horizontal shear: output (x, y) samples input (x + level·y, y)."""
   return _transform(image, [1.0, level, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], replace)
 
 
-def shear_y(image: tf.Tensor, level: Number, replace: int = 128) -> tf.Tensor:
+def shear_y(image: tf.Tensor, level: Number, replace: int = REPLACE) -> tf.Tensor:
   """Vertical shear: output (x, y) samples input (x, level·x + y)."""
   return _transform(image, [1.0, 0.0, 0.0, level, 1.0, 0.0, 0.0, 0.0], replace)
 
 
-def translate_x(image: tf.Tensor, pixels: Number, replace: int = 128) -> tf.Tensor:
+def translate_x(image: tf.Tensor, pixels: Number, replace: int = REPLACE) -> tf.Tensor:
   """Shifts the content left by `pixels` (right when negative)."""
   return _transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0], replace)
 
 
-def translate_y(image: tf.Tensor, pixels: Number, replace: int = 128) -> tf.Tensor:
+def translate_y(image: tf.Tensor, pixels: Number, replace: int = REPLACE) -> tf.Tensor:
   """Shifts the content up by `pixels` (down when negative)."""
   return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0], replace)
 
 
-def cutout(image: tf.Tensor, pad_size: Number, seed: tf.Tensor, replace: int = 128) -> tf.Tensor:
-  """Fills a square of side 2·pad_size (clipped at the borders), at a random centre, with `replace`.
+def cutout(image: tf.Tensor, pad_size: Number, center: Sequence[Number],
+           replace: int = REPLACE) -> tf.Tensor:
+  """Fills rows [cy - pad_size, cy + pad_size) × the same columns around `center`, with `replace`.
 
-  TF's cutout, with the centre drawn from `seed`.
+  Args:
+    image: uint8 [H, W, 3].
+    pad_size: half the side of the square; 0 changes nothing.
+    center: (row, column) of the square's centre, inside the image; the square is clipped at the
+      image borders. `apply_op` draws it uniformly over the pixels, as TF does.
+    replace: fill value.
+
+  Returns:
+    uint8 [H, W, 3].
   """
   shape = tf.shape(image)
-  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
-  center_y = tf.random.stateless_uniform([], seeds[0], minval=0, maxval=shape[0], dtype=tf.int32)
-  center_x = tf.random.stateless_uniform([], seeds[1], minval=0, maxval=shape[1], dtype=tf.int32)
+  center_y = tf.cast(center[0], tf.int32)
+  center_x = tf.cast(center[1], tf.int32)
   pad_size = tf.cast(pad_size, tf.int32)
   rows = tf.range(shape[0])
   cols = tf.range(shape[1])
@@ -234,6 +318,67 @@ def cutout(image: tf.Tensor, pad_size: Number, seed: tf.Tensor, replace: int = 1
 # Levels -> op arguments, and dispatch.
 
 
+def level_to_arg(name: str, level: Union[float, int], *,
+                 translate_const: float = RANDAUGMENT_TRANSLATE_CONST,
+                 cutout_const: float = RANDAUGMENT_CUTOUT_CONST) -> tuple[Union[float, int], ...]:
+  """The arguments TF passes to op `name` at `level`, before the random sign of geometric ops.
+
+  TF's formulas, evaluated as TF evaluates them: on a Python number in double precision, `int()`
+  truncating where TF truncates. The same formulas in float32 give other arguments for some levels
+  (the module docstring has examples), hence Python numbers, not tensors.
+
+  Args:
+    name: one of `RANDAUGMENT_OPS`.
+    level: magnitude on TF's 0..10 scale (may exceed 10), a Python number.
+    translate_const: translation in pixels at level 10.
+    cutout_const: cutout half-side in pixels at level 10.
+
+  Returns:
+    () for AutoContrast, Equalize and Invert; otherwise a 1-tuple: degrees (Rotate), bits
+    (Posterize), threshold (Solarize), addition (SolarizeAdd), blend factor (Color, Contrast,
+    Brightness, Sharpness), shear (ShearX/Y), pixels (TranslateX/Y), half-side (Cutout).
+  """
+  if isinstance(level, (tf.Tensor, tf.Variable)):
+    raise TypeError(f'level must be a Python number, got {level!r}.')
+  fraction = float(level) / MAX_LEVEL
+  if name in _UNLEVELLED_OPS:
+    return ()
+  if name == 'Rotate':
+    return (fraction * 30.0,)
+  if name == 'Posterize':
+    return (int(fraction * 4),)
+  if name == 'Solarize':
+    return (int(fraction * 256),)
+  if name == 'SolarizeAdd':
+    return (int(fraction * 110),)
+  if name in ('Color', 'Contrast', 'Brightness', 'Sharpness'):
+    return (fraction * 1.8 + 0.1,)
+  if name in ('ShearX', 'ShearY'):
+    return (fraction * 0.3,)
+  if name in ('TranslateX', 'TranslateY'):
+    return (fraction * float(translate_const),)
+  if name == 'Cutout':
+    return (int(fraction * cutout_const),)
+  raise ValueError(f'Unknown augmentation op {name!r}; expected one of {RANDAUGMENT_OPS}.')
+
+
+def policy_args(policy: str = 'v0', *, translate_const: float = AUTOAUGMENT_TRANSLATE_CONST,
+                cutout_const: float = AUTOAUGMENT_CUTOUT_CONST
+                ) -> tuple[tuple[tuple[str, float, tuple[Union[float, int], ...]], ...], ...]:
+  """An AutoAugment policy with each level replaced by TF's arguments (`level_to_arg`).
+
+  Returns:
+    Per sub-policy, per position: (op name, probability, arguments before the random sign).
+  """
+  if policy not in POLICIES:
+    raise ValueError(f'Unknown AutoAugment policy {policy!r}; expected one of {sorted(POLICIES)}.')
+  return tuple(
+      tuple((name, probability, level_to_arg(name, level, translate_const=translate_const,
+                                              cutout_const=cutout_const))
+            for name, probability, level in sub_policy)
+      for sub_policy in POLICIES[policy])
+
+
 def _random_sign(value: Number, seed: tf.Tensor) -> tf.Tensor:
   """`value` or `-value` with probability 1/2 each (geometric ops go both ways)."""
   negate = tf.random.stateless_uniform([], seed) < 0.5
@@ -241,15 +386,48 @@ def _random_sign(value: Number, seed: tf.Tensor) -> tf.Tensor:
   return tf.where(negate, -value, value)
 
 
+def _random_center(image: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """A pixel (row, column) drawn uniformly, as TF draws cutout centres."""
+  shape = tf.shape(image)
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
+  center_y = tf.random.stateless_uniform([], seeds[0], minval=0, maxval=shape[0], dtype=tf.int32)
+  center_x = tf.random.stateless_uniform([], seeds[1], minval=0, maxval=shape[1], dtype=tf.int32)
+  return center_y, center_x
+
+
+_PIXEL_OPS = {'AutoContrast': auto_contrast, 'Equalize': equalize, 'Invert': invert,
+              'Posterize': posterize, 'Solarize': solarize, 'SolarizeAdd': solarize_add,
+              'Color': color, 'Contrast': contrast, 'Brightness': brightness,
+              'Sharpness': sharpness}
+_GEOMETRIC_OPS = {'Rotate': rotate, 'ShearX': shear_x, 'ShearY': shear_y,
+                  'TranslateX': translate_x, 'TranslateY': translate_y}
+
+
+def _apply_args(name: str, image: tf.Tensor, args: tuple[Number, ...], seed: tf.Tensor,
+                replace: int) -> tf.Tensor:
+  """Op `name` with TF's arguments `args`, drawing its sign / cutout centre from `seed`."""
+  if name in _PIXEL_OPS:
+    result = _PIXEL_OPS[name](image, *args)
+  elif name in _GEOMETRIC_OPS:
+    result = _GEOMETRIC_OPS[name](image, _random_sign(args[0], seed), replace)
+  elif name == 'Cutout':
+    result = cutout(image, args[0], _random_center(image, seed), replace)
+  else:
+    raise ValueError(f'Unknown augmentation op {name!r}; expected one of {RANDAUGMENT_OPS}.')
+  # Keep the static shape through the graph-building branches of switch_case.
+  return tf.ensure_shape(result, image.shape)
+
+
 @tf.autograph.experimental.do_not_convert
-def apply_op(name: str, image: tf.Tensor, level: Number, seed: tf.Tensor, *, replace: int = 128,
-             translate_const: float = 100.0, cutout_const: float = 40.0) -> tf.Tensor:
+def apply_op(name: str, image: tf.Tensor, level: Union[float, int], seed: tf.Tensor, *,
+             replace: int = REPLACE, translate_const: float = RANDAUGMENT_TRANSLATE_CONST,
+             cutout_const: float = RANDAUGMENT_CUTOUT_CONST) -> tf.Tensor:
   """Applies augmentation op `name` at `level` (TF's 0..10 scale, may exceed 10).
 
   Args:
     name: one of `RANDAUGMENT_OPS`.
     image: uint8 [H, W, 3].
-    level: magnitude; mapped to the op's argument linearly as in TF's autoaugment.py.
+    level: magnitude, a Python number; mapped to the op's argument by `level_to_arg`.
     seed: int [2] tensor for the op's own randomness (sign of geometric ops, cutout centre).
     replace: fill value for pixels uncovered by geometric ops and cutout.
     translate_const: translation in pixels at level 10 (TF: 100 RandAugment, 250 AutoAugment).
@@ -258,46 +436,19 @@ def apply_op(name: str, image: tf.Tensor, level: Number, seed: tf.Tensor, *, rep
   Returns:
     uint8 [H, W, 3] with the static shape of `image`.
   """
-  fraction = level / MAX_LEVEL
-  if name == 'AutoContrast':
-    result = auto_contrast(image)
-  elif name == 'Equalize':
-    result = equalize(image)
-  elif name == 'Invert':
-    result = invert(image)
-  elif name == 'Rotate':
-    result = rotate(image, _random_sign(fraction * 30.0, seed), replace)
-  elif name == 'Posterize':
-    result = posterize(image, tf.cast(fraction * 4, tf.int32))
-  elif name == 'Solarize':
-    result = solarize(image, tf.cast(fraction * 256, tf.int32))
-  elif name == 'SolarizeAdd':
-    result = solarize_add(image, tf.cast(fraction * 110, tf.int32))
-  elif name in ('Color', 'Contrast', 'Brightness', 'Sharpness'):
-    enhance = {'Color': color, 'Contrast': contrast, 'Brightness': brightness,
-               'Sharpness': sharpness}[name]
-    result = enhance(image, fraction * 1.8 + 0.1)
-  elif name in ('ShearX', 'ShearY'):
-    shear = shear_x if name == 'ShearX' else shear_y
-    result = shear(image, _random_sign(fraction * 0.3, seed), replace)
-  elif name in ('TranslateX', 'TranslateY'):
-    translate = translate_x if name == 'TranslateX' else translate_y
-    result = translate(image, _random_sign(fraction * translate_const, seed), replace)
-  elif name == 'Cutout':
-    result = cutout(image, tf.cast(fraction * cutout_const, tf.int32), seed, replace)
-  else:
-    raise ValueError(f'Unknown augmentation op {name!r}; expected one of {RANDAUGMENT_OPS}.')
-  # Keep the static shape through the graph-building branches of switch_case.
-  return tf.ensure_shape(result, image.shape)
+  args = level_to_arg(name, level, translate_const=translate_const, cutout_const=cutout_const)
+  return _apply_args(name, image, args, seed, replace)
 
 
 @tf.autograph.experimental.do_not_convert
 def randaugment(image: tf.Tensor, seed: tf.Tensor, *, num_layers: int = 2, magnitude: float = 10,
-                replace: int = 128, translate_const: float = 100.0,
-                cutout_const: float = 40.0) -> tf.Tensor:
+                replace: int = REPLACE, translate_const: float = RANDAUGMENT_TRANSLATE_CONST,
+                cutout_const: float = RANDAUGMENT_CUTOUT_CONST) -> tf.Tensor:
   """RandAugment: `num_layers` times, an op drawn uniformly from `RANDAUGMENT_OPS`, at `magnitude`.
 
-  As in TF, the chosen op is always applied and the magnitude is fixed (not sampled).
+  As in TF, the chosen op is always applied and the magnitude is fixed (not sampled). (TF's code
+  draws a probability U(0.2, 0.8) per op, but its op functions take no probability, so the draw is
+  dropped unused; docs/reference.md §5.)
 
   Args:
     image: uint8 [H, W, 3].
@@ -313,16 +464,15 @@ def randaugment(image: tf.Tensor, seed: tf.Tensor, *, num_layers: int = 2, magni
   """
   image = tf.convert_to_tensor(image)
   layer_seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2 * num_layers)
+  args = [level_to_arg(name, magnitude, translate_const=translate_const, cutout_const=cutout_const)
+          for name in RANDAUGMENT_OPS]
 
   def layer(index: tf.Tensor, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     choice = tf.random.stateless_uniform([], layer_seeds[2 * index], minval=0,
                                          maxval=len(RANDAUGMENT_OPS), dtype=tf.int32)
     op_seed = layer_seeds[2 * index + 1]
-    branches = [
-        functools.partial(apply_op, name, image, float(magnitude), op_seed, replace=replace,
-                          translate_const=translate_const, cutout_const=cutout_const)
-        for name in RANDAUGMENT_OPS
-    ]
+    branches = [functools.partial(_apply_args, name, image, op_args, op_seed, replace)
+                for name, op_args in zip(RANDAUGMENT_OPS, args)]
     return index + 1, tf.switch_case(choice, branches)
 
   # A loop rather than unrolled layers: the 16 branches are built once, which halves tracing time.
@@ -331,8 +481,9 @@ def randaugment(image: tf.Tensor, seed: tf.Tensor, *, num_layers: int = 2, magni
 
 
 @tf.autograph.experimental.do_not_convert
-def autoaugment(image: tf.Tensor, seed: tf.Tensor, *, policy: str = 'v0', replace: int = 128,
-                translate_const: float = 250.0, cutout_const: float = 100.0) -> tf.Tensor:
+def autoaugment(image: tf.Tensor, seed: tf.Tensor, *, policy: str = 'v0', replace: int = REPLACE,
+                translate_const: float = AUTOAUGMENT_TRANSLATE_CONST,
+                cutout_const: float = AUTOAUGMENT_CUTOUT_CONST) -> tf.Tensor:
   """AutoAugment: a sub-policy of `policy` drawn uniformly, each op applied with its probability.
 
   Args:
@@ -346,28 +497,29 @@ def autoaugment(image: tf.Tensor, seed: tf.Tensor, *, policy: str = 'v0', replac
   Returns:
     uint8 [H, W, 3].
   """
-  if policy not in POLICIES:
-    raise ValueError(f'Unknown AutoAugment policy {policy!r}; expected one of {sorted(POLICIES)}.')
-  sub_policies = POLICIES[policy]
+  table = policy_args(policy, translate_const=translate_const, cutout_const=cutout_const)
   image = tf.convert_to_tensor(image)
   # Tables indexed [sub-policy, position]: each position is one switch over the 16 ops, built once
   # in a loop, instead of a branch per sub-policy (a much smaller graph, so much faster tracing).
-  op_ids = tf.constant([[RANDAUGMENT_OPS.index(name) for name, _, _ in s] for s in sub_policies])
-  probabilities = tf.constant([[p for _, p, _ in s] for s in sub_policies], tf.float32)
-  levels = tf.constant([[float(level) for _, _, level in s] for s in sub_policies], tf.float32)
-  num_positions = len(sub_policies[0])
+  # Every op takes at most one argument; TF's (from Python doubles) is rounded once to float32, the
+  # precision TF's ops receive it in, and integer arguments are exact.
+  op_ids = tf.constant([[RANDAUGMENT_OPS.index(name) for name, _, _ in s] for s in table])
+  probabilities = tf.constant([[p for _, p, _ in s] for s in table], tf.float32)
+  arguments = tf.constant([[args[0] if args else 0.0 for _, _, args in s] for s in table],
+                          tf.float32)
+  num_positions = len(table[0])
   seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=1 + 2 * num_positions)
-  choice = tf.random.stateless_uniform([], seeds[0], minval=0, maxval=len(sub_policies),
-                                       dtype=tf.int32)
+  choice = tf.random.stateless_uniform([], seeds[0], minval=0, maxval=len(table), dtype=tf.int32)
 
   def position(index: tf.Tensor, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    level = levels[choice, index]
+    op_args = (arguments[choice, index],)
     op_seed = seeds[2 + 2 * index]
     branches = [
-        functools.partial(apply_op, name, image, level, op_seed, replace=replace,
-                          translate_const=translate_const, cutout_const=cutout_const)
+        functools.partial(_apply_args, name, image,
+                          () if name in _UNLEVELLED_OPS else op_args, op_seed, replace)
         for name in RANDAUGMENT_OPS
     ]
+    # Applied with probability p (TF: floor(u + p) != 0, the same event as u >= 1 - p).
     applied = tf.random.stateless_uniform([], seeds[1 + 2 * index]) < probabilities[choice, index]
     image = tf.cond(applied, lambda: tf.switch_case(op_ids[choice, index], branches),
                     lambda: image)

@@ -26,6 +26,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from efficientnet_jax import recipes
 from efficientnet_jax.input import augment as augment_lib
 
 
@@ -51,7 +52,7 @@ _IMAGENET_MEAN, _IMAGENET_STD = NORMALIZATIONS['imagenet']
 INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'area', 'lanczos3', 'lanczos5', 'gaussian',
                   'mitchellcubic')
 TRAIN_CROPS = ('inception', 'pad_crop', 'resize')
-AUGMENT_POLICIES = ('none', 'randaugment', 'autoaugment')
+AUGMENT_POLICIES = recipes.POLICIES  # 'autoaugment' (policy v0), 'randaugment', 'none'.
 
 # A (offset_height, offset_width, crop_height, crop_width) crop window, each a scalar int32 tensor.
 Window = tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]

@@ -18,6 +18,7 @@ import model_helpers
 from efficientnet_jax.models import efficientnet as model
 from efficientnet_jax.models import layers
 from efficientnet_jax.models import scaling
+from efficientnet_jax.training import steps
 
 
 # --- BatchNorm -------------------------------------------------------------------------------
@@ -298,8 +299,8 @@ def test_sharded_batchnorm_is_synchronised():
 def test_grouped_batchnorm_sharded_over_devices_equals_per_group_statistics(group):
   # 16 examples on 4 devices (4 each): groups of 2 put two groups on a device, 4 is one device,
   # 8 spans two devices and 16 all four. Every example gets its own offset and scale, so any
-  # statistics computed over the wrong examples show.
-  data, replicated = _mesh_shardings()
+  # statistics computed over the wrong examples show. The mesh is training's (Auto axes).
+  replicated, data = steps.shardings(steps.data_mesh())
   rng = np.random.default_rng(1)
   x = (np.arange(16.0)[:, None, None, None] * 0.7
        + (1 + np.arange(16.0)[:, None, None, None] % 3)
