@@ -7,6 +7,10 @@ below). tests/input/test_augment_tf_reference.py checks every op, the v0 table a
 op list against outputs of that file (tests/input/data/tf_reference/README.md says how they were
 made).
 
+The 16 ops, their level→argument map and the two policies stay in one module (~530 lines): the
+ops are only meaningful through the map and the policies, and the notes on where TF's behaviour
+is surprising belong next to each other.
+
 No tf.contrib / tensorflow_addons: the geometric ops use `ImageProjectiveTransformV3`. Only the
 random draws differ from TF: every random choice (which op or sub-policy, whether to apply it, the
 sign of a rotation/shear/translation, the cutout centre) has TF's distribution but is drawn with
