@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from convert_helpers import (TOLERANCE, random_images, randomize_torch_batchnorm, relative_error,
-                             torch_logits)
+from convert_helpers import (TOLERANCE, logits, random_images, randomize_torch_batchnorm,
+                             relative_error, torch_logits)
 from efficientnet_jax.weights import converters
 from efficientnet_jax.weights import pretrained
 
@@ -78,8 +78,7 @@ def test_load_pretrained_round_trip_gives_reference_logits(converted_dir, tf_b0)
   output, _ = converted_dir
   module, variables = pretrained.load_pretrained(str(output), model='b0')
   images = random_images(64)
-  error = relative_error(module.apply(variables, images, train=False),
-                         torch_logits(tf_b0[1], images))
+  error = relative_error(logits(module, variables, images), torch_logits(tf_b0[1], images))
   assert error < TOLERANCE
   meta, raw = pretrained.read_converted(str(output))
   assert meta['model'] == 'b0'
@@ -92,7 +91,7 @@ def test_load_pretrained_converts_foreign_file_in_memory(tf_b0):
                                                  source='timm')
   assert module.padding == 'same' and module.num_classes == 1000
   images = random_images(64)
-  assert relative_error(module.apply(variables, images, train=False),
+  assert relative_error(logits(module, variables, images),
                         torch_logits(tf_b0[1], images)) < TOLERANCE
 
 

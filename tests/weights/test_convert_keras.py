@@ -1,10 +1,20 @@
-"""Converted keras.applications weight files give the Keras model's logits.
+"""Converted keras.applications weight files: the Keras model's logits, or its structure.
 
-The Keras model is built with weights=None, its BN statistics and input Normalization randomised,
-saved as a Keras 3 `.weights.h5`, a `.keras` archive and a legacy `.h5` (full-model `model.save`,
-plus Keras 3's legacy weights-only writer), and reloaded by Keras itself, so the reference is what
-Keras computes for that file. It takes raw 0..255 pixels (its Rescaling/Normalization layers
-normalise them); ours takes `(pixels − mean) / std` with the mean/std the converter recorded.
+Logits (numerically, B0): the Keras model is built with weights=None, its BN statistics and input
+Normalization randomised, saved as a Keras 3 `.weights.h5`, a `.keras` archive and a legacy `.h5`
+(full-model `model.save`, plus Keras 3's legacy weights-only writer), and reloaded by Keras
+itself, so the reference is what Keras computes for that file. It takes raw 0..255 pixels (its
+Rescaling/Normalization layers normalise them); ours takes `(pixels − mean) / std` with the
+mean/std the converter recorded. This runs every per-layer rule of the converter (the Keras 3 and
+legacy readers, BN leaves, depthwise and SE kernels) and the normalisation it records.
+
+Structure (`structure_check.py`), B1–B7: the layout (blocks per stage, widths) is all that
+differs between variants, and the converter's mapping must match it exactly: the variables our
+model's `init` declares, names and shapes, each holding the weight of the Keras layer in the same
+place of the network, in our layout, every Keras weight used once. The Keras models are Keras's
+own, built in a `StatelessScope` (their layers, weight names and shapes without initialising a
+66M-parameter model), with fabricated values in the layer → weights form the file readers
+return; reading files is variant-independent and checked on B0's files above.
 """
 
 import os
@@ -12,6 +22,7 @@ import os
 import numpy as np
 import pytest
 
+import structure_check
 from convert_helpers import TOLERANCE, apply_converted, randomize_keras_batchnorm, relative_error
 from efficientnet_jax.weights.converters import keras as keras_converter
 
@@ -24,7 +35,7 @@ SIZE = 64
 
 
 def build_keras_files(variant: str, directory, *, legacy: bool = False, seed: int = 0):
-  """Saves a randomised Keras EfficientNet{variant}; returns (files, pixels, reference logits)."""
+  """Saves a randomised Keras EfficientNet{variant}; returns (files, model)."""
   keras.utils.set_random_seed(seed)
   model = getattr(keras.applications, f'EfficientNet{variant.upper()}')(
       weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
@@ -51,9 +62,13 @@ def build_keras_files(variant: str, directory, *, legacy: bool = False, seed: in
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
     except ImportError:
       files.pop('legacy_weights', None)  # Keras-private writer gone: the full-model file remains.
+  return files, model
+
+
+def keras_logits(model, seed: int = 0):
+  """(raw pixels, the Keras model's logits for them)."""
   pixels = np.random.RandomState(seed).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
-  reference = np.asarray(model(pixels, training=False))
-  return files, pixels, reference
+  return pixels, np.asarray(model(pixels, training=False))
 
 
 def check_keras_file(path: str, variant: str, pixels, reference) -> float:
@@ -68,7 +83,9 @@ def check_keras_file(path: str, variant: str, pixels, reference) -> float:
 
 @pytest.fixture(scope='module')
 def keras_b0(tmp_path_factory):
-  return build_keras_files('b0', tmp_path_factory.mktemp('keras_b0'), legacy=True)
+  """(files, pixels, the Keras model's logits)."""
+  files, model = build_keras_files('b0', tmp_path_factory.mktemp('keras_b0'), legacy=True)
+  return (files, *keras_logits(model))
 
 
 def test_keras_b0_all_file_formats_match(keras_b0):
@@ -87,21 +104,36 @@ def test_keras_b0_records_normalization_as_mean_std(keras_b0):
   assert (meta['model'], meta['padding'], meta['num_classes']) == ('b0', 'same', 1000)
 
 
+def stateless_keras_layers(variant: str):
+  """(the reference of Keras's EfficientNet{variant}, what `read_weights` returns for a file of it).
+
+  The model is built in a `StatelessScope` with initialize_variables=False: its variables get
+  their names and shapes but are never initialised (not even on leaving the scope), which is all
+  the structural check needs; their values are `fabricated`.
+  """
+  with keras.StatelessScope(initialize_variables=False):
+    model = getattr(keras.applications, f'EfficientNet{variant.upper()}')(
+        weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
+  reference = structure_check.keras_reference(model)
+  layers = {layer: dict(weights) for layer, weights in reference.layers}  # layer → {weight → array}
+  normalization = next(layer for layer in model.layers
+                       if isinstance(layer, keras.layers.Normalization))
+  layers[normalization.name] = {'mean': np.zeros(3), 'variance': np.ones(3), 'count': np.zeros(())}
+  return reference, layers
+
+
 @pytest.fixture(scope='module')
-def keras_b1(tmp_path_factory):
-  return build_keras_files('b1', tmp_path_factory.mktemp('keras_b1'))
+def keras_b1():
+  """B1's reference and layers: its structure test and the wrong-variant error share them."""
+  return stateless_keras_layers('b1')
 
 
-def test_keras_b1_matches(keras_b1):
-  files, pixels, reference = keras_b1
-  check_keras_file(files['keras3'], 'b1', pixels, reference)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize('variant', ['b2', 'b3', 'b4', 'b5', 'b6', 'b7'])
-def test_keras_variants_match(variant, tmp_path):
-  files, pixels, reference = build_keras_files(variant, tmp_path)
-  check_keras_file(files['keras3'], variant, pixels, reference)
+@pytest.mark.parametrize('variant', ['b1', 'b2', 'b3', 'b4', 'b5', 'b6', 'b7'])
+def test_keras_variant_structure(variant, keras_b1):
+  reference, layers = keras_b1 if variant == 'b1' else stateless_keras_layers(variant)
+  mapped, _ = keras_converter.map_layers(layers)
+  assert keras_converter.resolve_target(f'EfficientNet{variant.upper()}').model == variant
+  structure_check.check_mapping(mapped, variant, reference)
 
 
 def test_keras_imagenet_normalization_quirk():
@@ -124,9 +156,9 @@ def test_keras_imagenet_normalization_quirk():
 
 
 def test_keras_b1_weights_into_b0_names_layer_and_shapes(keras_b1):
-  files, _, _ = keras_b1
+  _, layers = keras_b1
   with pytest.raises(ValueError) as error:
-    keras_converter.convert(files['keras3'], 'b0')
+    keras_converter.convert_layers(layers, keras_converter.resolve_target('b0'))
   message = str(error.value)
   assert '\n' not in message
   assert 'blocks_1/depthwise_conv/kernel' in message and 'block1b_dwconv' in message
