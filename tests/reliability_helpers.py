@@ -38,7 +38,7 @@ def environment(devices: int = 4, **extra: str) -> dict[str, str]:
   env.update(
       JAX_PLATFORMS='cpu', CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2',
       XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} '
-                '--xla_backend_optimization_level=0',
+                '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false',
       JAX_COMPILATION_CACHE_DIR=CACHE_DIR, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
   env.update(extra)
   return env

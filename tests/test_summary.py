@@ -21,12 +21,10 @@ def _run(*args):
                         env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
-@pytest.fixture(scope='module')
-def full_json_run():
-  return _run('--json')
-
-
-def test_json_lists_every_variant(full_json_run):
+@pytest.mark.slow
+def test_json_lists_every_variant_and_the_text_table_shows_the_same_rows():
+  # One run of every variant (a minute of tracing) for both checks.
+  full_json_run = _run('--json')
   assert full_json_run.returncode == 0, full_json_run.stderr[-2000:]
   rows = json.loads(full_json_run.stdout)  # Only JSON on stdout: it pipes into jq.
   assert [r['name'] for r in rows] == list(scaling.MODEL_NAMES)
@@ -45,10 +43,8 @@ def test_json_lists_every_variant(full_json_run):
   assert by_name['b7']['flops'] == pytest.approx(37e9, rel=0.05)
   assert by_name['lite0']['flops'] == pytest.approx(407e6, rel=0.08)
 
-
-def test_text_table_beside_paper(full_json_run):
   # The text output is this table of the same rows (`--models` below runs it end to end).
-  lines = summary.format_table(json.loads(full_json_run.stdout)).splitlines()
+  lines = summary.format_table(rows).splitlines()
   header = lines[0].split()
   for column in ('name', 'width', 'depth', 'res', 'drop', 'params', 'paper', 'ratio', 'MACs',
                  'timm', 'top-1'):

@@ -113,6 +113,34 @@ def test_model_batchnorm_train_vs_eval():
                variables['batch_stats'])
 
 
+# --- Depthwise convolution -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('kernel_size,stride,padding,size', [
+    (3, 1, 'same', 9), (5, 2, 'same', 9), (5, 2, 'same', 10), (3, 2, 'symmetric', 9),
+    (5, 1, 'symmetric', 8)])
+def test_depthwise_shift_equals_grouped_convolution(kernel_size, stride, padding, size):
+  # 'auto' picks the shift form on CPU, the tests' tiny configs the grouped convolution: both
+  # forms must be the same function, forward and backward, for every kernel, stride and padding
+  # the variants use (odd and even input sizes give TF-SAME's asymmetric padding both ways).
+  x = model_helpers.images((2, size, size, 6))
+  convs = {impl: layers.DepthwiseConv(kernel_size, (stride, stride), padding, impl)
+           for impl in ('shift', 'conv')}
+  variables = convs['conv'].init(jax.random.key(0), x)
+
+  def loss(impl, variables, x):
+    return jnp.sum(jnp.sin(convs[impl].apply(variables, x)))
+
+  outputs = {impl: conv.apply(variables, x) for impl, conv in convs.items()}
+  assert outputs['shift'].shape == outputs['conv'].shape == (2, -(-size // stride),
+                                                             -(-size // stride), 6)
+  np.testing.assert_allclose(outputs['shift'], outputs['conv'], rtol=1e-5, atol=1e-5)
+  grads = {impl: jax.grad(functools.partial(loss, impl), argnums=(0, 1))(variables, x)
+           for impl in convs}
+  for shift_grad, conv_grad in zip(jax.tree.leaves(grads['shift']), jax.tree.leaves(grads['conv'])):
+    np.testing.assert_allclose(shift_grad, conv_grad, rtol=1e-4, atol=1e-5)
+
+
 # --- Stochastic depth ------------------------------------------------------------------------
 
 

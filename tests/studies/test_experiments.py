@@ -1,10 +1,16 @@
 """The scaling experiments, run small: grid, resumable sweeps, solver, notebook.
 
 Trials use the digits configs' `:tiny` variant (two 2-step trials of 7-block, 8-filter models at
-32 px) in subprocesses, exactly as a user or a cluster runs them. One persistent compilation cache
-is shared by the subprocesses, so a trial that another process already compiled loads its steps.
+32 and 48 px) in subprocesses, exactly as a user or a cluster runs them. Where the time goes: each
+trial process pays ~10 s of imports and planning and ~8 s of TensorFlow before it trains; a trial
+whose steps are not cached compiles them (the train step alone: ~35 s on one core), one whose steps
+are cached still traces them and loads them (~20 s). So the expensive part is made once per
+session, even across pytest-xdist workers: the sequential run of the whole search, which the
+full-run, separate-process and rerun tests read (and must not modify), and one persistent
+compilation cache shared by every trial process of the session.
 """
 
+import fcntl
 import json
 import os
 import pathlib
@@ -110,7 +116,8 @@ def test_config_hash_is_unchanged_by_the_optimizer_key_groups():
   # still match their trials. (A deliberate change of the digits recipe changes them, and
   # results trained for the old recipe are then refused, as they should be.)
   assert sweep.config_hash(digits_curves.get_config().train) == 'd945b7e7efa3'
-  assert sweep.config_hash(digits_search.get_config('tiny').train) == '971c017ef15d'
+  assert sweep.config_hash(digits_search.get_config().train) == 'd945b7e7efa3'
+
 
 # --- Subprocess runs of the real script -------------------------------------------------------
 
@@ -123,7 +130,7 @@ def _run(*args, cache_dir):
 
 def _check(command):
   done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
-                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})  # With conftest's XLA_FLAGS.
   assert done.returncode == 0, f'{shlex.join(command)}\n{done.stdout}\n{done.stderr[-4000:]}'
   return done.stdout
 
@@ -133,19 +140,49 @@ def _results(workdir):
     return json.load(f)
 
 
-@pytest.fixture(scope='module')
+def _shared_dir(tmp_path_factory) -> pathlib.Path:
+  """A directory all pytest-xdist workers of this session share (and nobody else)."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
+@pytest.fixture(scope='session')
 def cache_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('xla_cache'))
+  """The persistent compilation cache of every trial process of the session."""
+  path = _shared_dir(tmp_path_factory) / 'experiments_xla_cache'
+  path.mkdir(exist_ok=True)
+  return str(path)
 
 
-@pytest.fixture(scope='module')
-def sequential(tmp_path_factory, cache_dir):
-  """The tiny search run end to end in one process: (workdir, stdout)."""
-  workdir = str(tmp_path_factory.mktemp('sequential'))
-  stdout = _run(f'--config={TINY_SEARCH}', f'--workdir={workdir}', cache_dir=cache_dir)
-  return workdir, stdout
+@pytest.fixture(scope='session')
+def sequential_run(tmp_path_factory, cache_dir):
+  """`get()` → (workdir, stdout) of the tiny search run end to end in one process.
+
+  Run by the first `get()` of the session, on whichever xdist worker calls first (the others
+  wait for it); later calls read it back. Do not modify the workdir.
+  """
+  root = _shared_dir(tmp_path_factory)
+  workdir, stdout_file = root / 'experiments_sequential', root / 'experiments_sequential.out'
+
+  def get():
+    with open(root / 'experiments_sequential.lock', 'w') as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      if not stdout_file.exists():
+        shutil.rmtree(workdir, ignore_errors=True)
+        stdout = _run(f'--config={TINY_SEARCH}', f'--workdir={workdir}', cache_dir=cache_dir)
+        stdout_file.write_text(stdout)  # Last: it marks the run as complete.
+    return str(workdir), stdout_file.read_text()
+
+  return get
 
 
+@pytest.fixture
+def sequential(sequential_run):
+  """(workdir, stdout) of the session's sequential run of the tiny search."""
+  return sequential_run()
+
+
+@pytest.mark.slow
 def test_full_run_writes_results_and_prints_the_best_triple(sequential):
   workdir, stdout = sequential
   results = _results(workdir)
@@ -162,7 +199,11 @@ def test_full_run_writes_results_and_prints_the_best_triple(sequential):
     assert os.path.getsize(os.path.join(workdir, name)) > 0
 
 
-def test_listed_trials_run_apart_and_merge_like_a_sequential_run(sequential, tmp_path, cache_dir):
+@pytest.mark.slow
+def test_listed_trials_run_apart_and_merge_like_a_sequential_run(sequential_run, tmp_path,
+                                                                 cache_dir):
+  # The sequential run is fetched last: under xdist another worker may be making it meanwhile,
+  # and its trial 0 and this test's trial 1 (run first) then compile their steps side by side.
   workdir = str(tmp_path / 'sweep')
   listed = _run(f'--config={TINY_SEARCH}', f'--workdir={workdir}', '--list',
                 cache_dir=cache_dir).strip().splitlines()
@@ -177,10 +218,12 @@ def test_listed_trials_run_apart_and_merge_like_a_sequential_run(sequential, tmp
   # What `--merge` runs (in this process: it only plans, merges and draws).
   config = digits_search.get_config('tiny')
   merged = sweep.merge(workdir, compound_search.plan(config), config)
-  assert sweep.without_timing(merged) == sweep.without_timing(_results(sequential[0]))
+  sequential_workdir, _ = sequential_run()
+  assert sweep.without_timing(merged) == sweep.without_timing(_results(sequential_workdir))
   assert _results(workdir) == merged
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_trials(sequential, tmp_path, cache_dir):
   workdir = str(tmp_path / 'killed')
   shutil.copytree(sequential[0], workdir)

@@ -20,11 +20,16 @@ from efficientnet_jax.training import steps as steps_lib
 
 
 def tiny_config(**overrides):
-  """A test-only tiny variant: width/depth 0.25 (8-filter stages, one block each)."""
+  """A test-only tiny variant: width/depth 0.25 (8-filter stages, one block each).
+
+  Depthwise convolutions use XLA's grouped convolution: the 'shift' form that 'auto' picks on CPU
+  runs faster but unrolls each k×k kernel into k² multiply-adds, forward and backward, and
+  compiles a third slower; these tests are compile-bound (layers' tests compare the two forms).
+  """
   values = dict(dataset='digits', width=0.25, depth=0.25, image_size=32, dtype='float32',
                 batch_size=16, eval_batch_size=120, total_steps=3, log_every_steps=1,
                 eval_every_steps=3, checkpoint_every_steps=3, warmup_epochs=0.0, ema_decay=0.99,
-                bn_group_size=0, **{'augment.policy': 'none'})
+                bn_group_size=0, depthwise_impl='conv', **{'augment.policy': 'none'})
   return config_lib.get_config('b0', **{**values, **overrides})
 
 
@@ -41,6 +46,7 @@ def _jsonl(workdir):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_train_eval_checkpoint_then_resume_continues_exactly(tmp_path):
   config = tiny_config()
   first = str(tmp_path / 'resumed')
