@@ -3,7 +3,8 @@
   python -m efficientnet_jax.main --config=tests/reliability_config.py --workdir=/tmp/run
 
 The tiny variant of tests/training/test_loop.py (width/depth 0.25, 32 px digits, float32, XLA's
-grouped convolution for the depthwise layers: it compiles faster) with a checkpoint every 2 steps, so that kills land between, on and inside checkpoint writes.
+grouped convolution for the depthwise layers: it compiles faster) with a checkpoint every 2 steps,
+so that kills land between, on and inside checkpoint writes.
 
 The learning rate (1e-5 after batch scaling) is 100x below the recipe's. With 2 processes × 2
 devices the all-reduces add the devices' partial sums in another order than 1 × 4, so the losses

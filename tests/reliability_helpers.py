@@ -37,8 +37,8 @@ def environment(devices: int = 4, **extra: str) -> dict[str, str]:
   env.pop('EFFICIENTNET_JAX_TRACEBACK', None)
   env.update(
       JAX_PLATFORMS='cpu', CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2',
-      XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} '
-                '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false',
+      XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
+                f"{os.environ.get('XLA_FLAGS', '')}".strip(),  # conftest.TEST_XLA_FLAGS
       JAX_COMPILATION_CACHE_DIR=CACHE_DIR, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
   env.update(extra)
   return env
@@ -172,7 +172,7 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def _session_dir(tmp_path_factory) -> str:
+def session_dir(tmp_path_factory) -> str:
   """A directory shared by all xdist workers of this session (and by nobody else)."""
   base = tmp_path_factory.getbasetemp()
   return str(base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base)
@@ -180,7 +180,7 @@ def _session_dir(tmp_path_factory) -> str:
 
 def reference(tmp_path_factory) -> tuple[str, dict]:
   """(workdir, evaluate JSON) of one uninterrupted run, made once per session. Do not modify."""
-  root = _session_dir(tmp_path_factory)
+  root = session_dir(tmp_path_factory)
   workdir = os.path.join(root, 'reliability-reference')
   done = os.path.join(root, 'reliability-reference.json')
   with open(os.path.join(root, 'reliability-reference.lock'), 'w') as lock:

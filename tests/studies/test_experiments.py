@@ -21,6 +21,7 @@ import sys
 
 import pytest
 
+import reliability_helpers as rh
 from efficientnet_jax.studies import grid
 from efficientnet_jax.studies import points
 from efficientnet_jax.studies import report
@@ -140,16 +141,10 @@ def _results(workdir):
     return json.load(f)
 
 
-def _shared_dir(tmp_path_factory) -> pathlib.Path:
-  """A directory all pytest-xdist workers of this session share (and nobody else)."""
-  base = tmp_path_factory.getbasetemp()
-  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
-
-
 @pytest.fixture(scope='session')
 def cache_dir(tmp_path_factory):
   """The persistent compilation cache of every trial process of the session."""
-  path = _shared_dir(tmp_path_factory) / 'experiments_xla_cache'
+  path = pathlib.Path(rh.session_dir(tmp_path_factory)) / 'experiments_xla_cache'
   path.mkdir(exist_ok=True)
   return str(path)
 
@@ -161,7 +156,7 @@ def sequential_run(tmp_path_factory, cache_dir):
   Run by the first `get()` of the session, on whichever xdist worker calls first (the others
   wait for it); later calls read it back. Do not modify the workdir.
   """
-  root = _shared_dir(tmp_path_factory)
+  root = pathlib.Path(rh.session_dir(tmp_path_factory))
   workdir, stdout_file = root / 'experiments_sequential', root / 'experiments_sequential.out'
 
   def get():
