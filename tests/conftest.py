@@ -10,6 +10,9 @@ The rest of a compile is per fusion, and a train step has ~1,300 of them (the op
 non-finite guard run per parameter leaf). XLA:CPU's older LLVM IR fusion emitters
 (`--xla_cpu_use_fusion_emitters=false`) compile them ~30% faster than its default MLIR emitters;
 tests use them, and their subprocesses inherit the flag (reliability_helpers.environment).
+
+Two runs that several tests read (tests/shared_runs.py) start in the background when the session
+starts, if a selected test takes them: `reliability_reference` and `tiny_search`.
 """
 
 import os
@@ -36,10 +39,54 @@ jax.config.update('jax_compilation_cache_dir',
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
-def pytest_collection_modifyitems(items):
-  """Runs the `slow` tests first (a stable sort: the order is the same in every xdist worker).
+import pytest  # pylint: disable=g-import-not-at-top
 
-  Under `pytest -n 2` a minutes-long test that starts last leaves one worker idle meanwhile; first,
-  the many short tests fill in behind it.
+import reliability_helpers as rh  # pylint: disable=g-import-not-at-top
+import shared_runs  # pylint: disable=g-import-not-at-top
+
+SHARED_RUNS = {'reliability_reference': shared_runs.reliability_reference,
+               'tiny_search': shared_runs.tiny_search}
+
+
+def _shared_runs_used(item) -> bool:
+  return any(name in item.fixturenames for name in SHARED_RUNS)
+
+
+def pytest_collection_modifyitems(items):
+  """Orders the tests: `slow` first, and in each part those reading a shared run last.
+
+  The order is the same in every xdist worker (a stable sort). With `-n 2 --maxschedchunk 1`
+  (README) a free worker takes the next test, so the minutes-long ones start first and the many
+  short ones fill in behind them; the shared runs, started at the beginning, are done by the
+  time most of their readers start.
   """
-  items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+  items.sort(key=lambda item: (item.get_closest_marker('slow') is None, _shared_runs_used(item)))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _start_shared_runs(request, tmp_path_factory):
+  """Starts, in the background, each shared run that a selected test takes (once per session)."""
+  root = rh.session_dir(tmp_path_factory)
+  for name, make in SHARED_RUNS.items():
+    if any(name in item.fixturenames for item in request.session.items):
+      make(root).start()
+
+
+@pytest.fixture(scope='session')
+def reliability_reference(tmp_path_factory) -> tuple[str, dict]:
+  """(workdir, evaluate JSON) of one uninterrupted run of tests/reliability_config.py.
+
+  Shared by the whole session: do not modify the workdir (copy it: `rh.copy_of_reference`).
+  """
+  run = shared_runs.reliability_reference(rh.session_dir(tmp_path_factory))
+  return run.workdir, rh.last_json_line(run.wait())
+
+
+@pytest.fixture(scope='session')
+def tiny_search(tmp_path_factory) -> tuple[str, str]:
+  """(workdir, stdout) of the tiny compound search run end to end in one process.
+
+  Shared by the whole session: do not modify the workdir.
+  """
+  run = shared_runs.tiny_search(rh.session_dir(tmp_path_factory))
+  return run.workdir, run.wait()

@@ -4,14 +4,13 @@ Every run is `python -m efficientnet_jax.main --config=tests/reliability_config.
 (or, where a test injects a fault, `python tests/fault_injection.py`: the same main with a
 `Faults` hook) with the test suite's XLA flags and persistent compilation cache
 (tests/conftest.py), so that compiling the tiny model's steps is paid once per machine.
-`reference()` is one uninterrupted run and its `evaluate` JSON, made once per test session even
-across pytest-xdist workers.
+The uninterrupted run the tests compare against is made once per session in the background
+(tests/shared_runs.py; tests take it as the `reliability_reference` fixture).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -113,14 +112,23 @@ def run_main(workdir, *flags: str, log_prefix=None, env=None, check: bool = True
   return launch
 
 
+def evaluate_args(workdir, *flags: str, config: str = CONFIG) -> list[str]:
+  """The command line of the evaluate CLI."""
+  return [sys.executable, '-m', 'efficientnet_jax.evaluate', f'--config={config}',
+          f'--workdir={workdir}', *flags]
+
+
+def last_json_line(stdout: str) -> dict:
+  return json.loads(stdout.strip().splitlines()[-1])
+
+
 def evaluate_json(workdir, *flags: str, config: str = CONFIG, env=None) -> dict:
   """The evaluate CLI's last stdout line (by default one process, 4 devices)."""
-  result = subprocess.run(
-      [sys.executable, '-m', 'efficientnet_jax.evaluate', f'--config={config}',
-       f'--workdir={workdir}', *flags], cwd=REPO, env=env or environment(),
-      capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+  result = subprocess.run(evaluate_args(workdir, *flags, config=config), cwd=REPO,
+                          env=env or environment(), capture_output=True, text=True,
+                          timeout=TIMEOUT_S, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  return last_json_line(result.stdout)
 
 
 def metrics(workdir) -> list[dict]:
@@ -178,22 +186,6 @@ def session_dir(tmp_path_factory) -> str:
   return str(base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base)
 
 
-def reference(tmp_path_factory) -> tuple[str, dict]:
-  """(workdir, evaluate JSON) of one uninterrupted run, made once per session. Do not modify."""
-  root = session_dir(tmp_path_factory)
-  workdir = os.path.join(root, 'reliability-reference')
-  done = os.path.join(root, 'reliability-reference.json')
-  with open(os.path.join(root, 'reliability-reference.lock'), 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)  # Another worker may be making it: wait for it.
-    if not os.path.exists(done):
-      shutil.rmtree(workdir, ignore_errors=True)
-      run_main(workdir)
-      with open(done, 'w') as f:
-        json.dump(evaluate_json(workdir), f)
-  with open(done) as f:
-    return workdir, json.load(f)
-
-
 def hide_modules(*names: str) -> str:
   """Python code that makes packages look uninstalled, for `python -c` before other imports.
 
@@ -222,11 +214,10 @@ def copy_run(source, destination) -> str:
   return str(destination)
 
 
-def copy_of_reference(tmp_path_factory, destination) -> tuple[str, str, str]:
-  """(reference workdir, a copy of it at `destination`, the copy's checkpoints/)."""
-  reference_dir, _ = reference(tmp_path_factory)
+def copy_of_reference(reference_dir, destination) -> tuple[str, str]:
+  """(a copy of the reference run at `destination`, the copy's checkpoints/)."""
   workdir = copy_run(reference_dir, destination)
-  return reference_dir, workdir, os.path.join(workdir, 'checkpoints')
+  return workdir, os.path.join(workdir, 'checkpoints')
 
 
 def restore_arrays(workdir, step: int) -> dict[str, bytes]:

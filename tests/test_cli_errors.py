@@ -118,9 +118,9 @@ def test_corrupt_image_in_folder_is_skipped_and_counted_by_policy(tmp_path, capl
 
 
 @pytest.mark.slow
-def test_checkpoint_of_another_variant_names_first_mismatching_parameter(tmp_path_factory,
+def test_checkpoint_of_another_variant_names_first_mismatching_parameter(reliability_reference,
                                                                           tmp_path):
-  reference_dir, _ = rh.reference(tmp_path_factory)
+  reference_dir, _ = reliability_reference
   workdir = rh.copy_run(reference_dir, tmp_path / 'run')
   before = rh.snapshot(workdir)
   error = _run_main(workdir, '--config.width=0.5')

@@ -5,12 +5,12 @@ Trials use the digits configs' `:tiny` variant (two 2-step trials of 7-block, 8-
 trial process pays ~10 s of imports and planning and ~8 s of TensorFlow before it trains; a trial
 whose steps are not cached compiles them (the train step alone: ~35 s on one core), one whose steps
 are cached still traces them and loads them (~20 s). So the expensive part is made once per
-session, even across pytest-xdist workers: the sequential run of the whole search, which the
-full-run, separate-process and rerun tests read (and must not modify), and one persistent
-compilation cache shared by every trial process of the session.
+session, in the background from its start (tests/shared_runs.py): the sequential run of the
+whole search, which the full-run, separate-process and rerun tests read (the `tiny_search`
+fixture; they must not modify it), and one persistent compilation cache shared by every trial
+process of the session.
 """
 
-import fcntl
 import json
 import os
 import pathlib
@@ -22,6 +22,7 @@ import sys
 import pytest
 
 import reliability_helpers as rh
+import shared_runs
 from efficientnet_jax.studies import grid
 from efficientnet_jax.studies import points
 from efficientnet_jax.studies import report
@@ -32,8 +33,7 @@ from experiments.configs import digits_curves
 from experiments.configs import digits_search
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-SEARCH = 'experiments/compound_search.py'
-TINY_SEARCH = 'experiments/configs/digits_search.py:tiny'
+SEARCH, TINY_SEARCH = shared_runs.SEARCH, shared_runs.TINY_SEARCH
 DATA = REPO / 'tests' / 'data' / 'experiments'
 
 
@@ -122,16 +122,14 @@ def test_config_hash_is_unchanged_by_the_optimizer_key_groups():
 
 # --- Subprocess runs of the real script -------------------------------------------------------
 
-def _run(*args, cache_dir):
+def _run(*args, root):
   """Runs compound_search.py like a user does; returns stdout (fails the test on an error)."""
-  command = [sys.executable, SEARCH, *args,
-             f'--config.train.compilation_cache_dir={cache_dir}']
-  return _check(command)
+  return _check(shared_runs.search_args(*args, root=search_root))
 
 
 def _check(command):
   done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
-                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})  # With conftest's XLA_FLAGS.
+                        env=shared_runs.search_environment())
   assert done.returncode == 0, f'{shlex.join(command)}\n{done.stdout}\n{done.stderr[-4000:]}'
   return done.stdout
 
@@ -141,45 +139,15 @@ def _results(workdir):
     return json.load(f)
 
 
-@pytest.fixture(scope='session')
-def cache_dir(tmp_path_factory):
-  """The persistent compilation cache of every trial process of the session."""
-  path = pathlib.Path(rh.session_dir(tmp_path_factory)) / 'experiments_xla_cache'
-  path.mkdir(exist_ok=True)
-  return str(path)
-
-
-@pytest.fixture(scope='session')
-def sequential_run(tmp_path_factory, cache_dir):
-  """`get()` → (workdir, stdout) of the tiny search run end to end in one process.
-
-  Run by the first `get()` of the session, on whichever xdist worker calls first (the others
-  wait for it); later calls read it back. Do not modify the workdir.
-  """
-  root = pathlib.Path(rh.session_dir(tmp_path_factory))
-  workdir, stdout_file = root / 'experiments_sequential', root / 'experiments_sequential.out'
-
-  def get():
-    with open(root / 'experiments_sequential.lock', 'w') as lock:
-      fcntl.flock(lock, fcntl.LOCK_EX)
-      if not stdout_file.exists():
-        shutil.rmtree(workdir, ignore_errors=True)
-        stdout = _run(f'--config={TINY_SEARCH}', f'--workdir={workdir}', cache_dir=cache_dir)
-        stdout_file.write_text(stdout)  # Last: it marks the run as complete.
-    return str(workdir), stdout_file.read_text()
-
-  return get
-
-
 @pytest.fixture
-def sequential(sequential_run):
-  """(workdir, stdout) of the session's sequential run of the tiny search."""
-  return sequential_run()
+def search_root(tmp_path_factory):
+  """The session's shared directory: its trial processes share one compilation cache there."""
+  return rh.session_dir(tmp_path_factory)
 
 
 @pytest.mark.slow
-def test_full_run_writes_results_and_prints_the_best_triple(sequential):
-  workdir, stdout = sequential
+def test_full_run_writes_results_and_prints_the_best_triple(tiny_search):
+  workdir, stdout = tiny_search
   results = _results(workdir)
   assert [r['trial'] for r in results] == [0, 1]
   assert [(r['alpha'], r['beta'], r['gamma']) for r in results] == [(1.0, 1.0, 1.4),
@@ -195,13 +163,10 @@ def test_full_run_writes_results_and_prints_the_best_triple(sequential):
 
 
 @pytest.mark.slow
-def test_listed_trials_run_apart_and_merge_like_a_sequential_run(sequential_run, tmp_path,
-                                                                 cache_dir):
-  # The sequential run is fetched last: under xdist another worker may be making it meanwhile,
-  # and its trial 0 and this test's trial 1 (run first) then compile their steps side by side.
+def test_listed_trials_run_apart_and_merge_like_a_sequential_run(tiny_search, tmp_path,
+                                                                 search_root):
   workdir = str(tmp_path / 'sweep')
-  listed = _run(f'--config={TINY_SEARCH}', f'--workdir={workdir}', '--list',
-                cache_dir=cache_dir).strip().splitlines()
+  listed = _run(f'--workdir={workdir}', '--list', root=search_root).strip().splitlines()
   assert len(listed) == 2
   for k, line in enumerate(listed):
     command = shlex.split(line)
@@ -213,26 +178,25 @@ def test_listed_trials_run_apart_and_merge_like_a_sequential_run(sequential_run,
   # What `--merge` runs (in this process: it only plans, merges and draws).
   config = digits_search.get_config('tiny')
   merged = sweep.merge(workdir, compound_search.plan(config), config)
-  sequential_workdir, _ = sequential_run()
-  assert sweep.without_timing(merged) == sweep.without_timing(_results(sequential_workdir))
+  assert sweep.without_timing(merged) == sweep.without_timing(_results(tiny_search[0]))
   assert _results(workdir) == merged
 
 
 @pytest.mark.slow
-def test_rerun_skips_finished_trials(sequential, tmp_path, cache_dir):
+def test_rerun_skips_finished_trials(tiny_search, tmp_path, search_root):
   workdir = str(tmp_path / 'killed')
-  shutil.copytree(sequential[0], workdir)
+  shutil.copytree(tiny_search[0], workdir)
   # As if killed after trial 1's last checkpoint, before its result was written.
   finished = os.path.join(workdir, 'trials', '0', sweep.RESULT_FILE)
   os.utime(finished, (1_000_000_000, 1_000_000_000))
   os.remove(os.path.join(workdir, 'trials', '1', sweep.RESULT_FILE))
-  stdout = _run(f'--config={TINY_SEARCH}', f'--workdir={workdir}', cache_dir=cache_dir)
+  stdout = _run(f'--workdir={workdir}', root=search_root)
   assert 'trial 0/2: finished before, skipped' in stdout
   assert 'trial 1/2: training' in stdout
   assert os.path.getmtime(finished) == 1_000_000_000  # Trial 0 was not touched.
   assert os.path.exists(os.path.join(workdir, 'trials', '1', sweep.RESULT_FILE))
   assert sweep.without_timing(_results(workdir)) == sweep.without_timing(
-      _results(sequential[0]))
+      _results(tiny_search[0]))
 
 
 # --- The notebook --------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 The pair is started with the multi-process flags (`--coordinator_address`, `--num_processes`,
 `--process_id`), joins through `jax.distributed.initialize` and talks over gloo. The global batch
 is the same for any process count (each process feeds its slice of it), so the losses must equal
-the single process's (`reliability_helpers.reference`) up to float32 rounding: gloo adds the devices'
+the single process's (the `reliability_reference` fixture) up to float32 rounding: gloo adds the devices'
 partial BN statistics and gradients in another order than the in-process all-reduce, a few ulps
 (≤ 5e-7 relative here). A wrong data slice or a missing all-reduce is ≥ 1e-3.
 """
@@ -22,9 +22,9 @@ def _close(a: float, b: float) -> bool:
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one_and_their_checkpoint_restores_in_one(tmp_path_factory,
+def test_two_processes_equal_one_and_their_checkpoint_restores_in_one(reliability_reference,
                                                                       tmp_path):
-  reference_dir, reference_eval = rh.reference(tmp_path_factory)
+  reference_dir, reference_eval = reliability_reference
   pair = tmp_path / 'pair'
   address = f'--coordinator_address=127.0.0.1:{rh.free_port()}'
   launches = [rh.Launch(rh.main_args(pair, address, '--num_processes=2', f'--process_id={i}'),

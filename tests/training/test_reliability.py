@@ -1,7 +1,7 @@
 """Fault tolerance, end to end: real `main` subprocesses killed, signalled, corrupted and poisoned.
 
 Each test compares against one uninterrupted run of tests/reliability_config.py (8 steps, a
-checkpoint every 2) made once per session (`reliability_helpers.reference`). Results must be
+checkpoint every 2) made once per session (the `reliability_reference` fixture). Results must be
 bit-identical: JSON floats round-trip exactly, so `==` on the parsed values compares the bits.
 """
 
@@ -59,8 +59,9 @@ def _kill_during_checkpoint_write(launch: rh.Launch, workdir, after_step: int) -
 
 
 @pytest.mark.slow
-def test_killed_or_preempted_anywhere_then_rerun_ends_bit_identical(tmp_path_factory, tmp_path):
-  reference_dir, reference_eval = rh.reference(tmp_path_factory)
+def test_killed_or_preempted_anywhere_then_rerun_ends_bit_identical(reliability_reference,
+                                                                     tmp_path):
+  reference_dir, reference_eval = reliability_reference
   workdir = tmp_path / 'run'
   launch = lambda n: rh.Launch(rh.main_args(workdir, SLOW_STEPS, faults=True),
                                tmp_path / f'launch{n}')
@@ -104,9 +105,10 @@ def test_killed_or_preempted_anywhere_then_rerun_ends_bit_identical(tmp_path_fac
 
 
 @pytest.mark.slow
-def test_damaged_latest_checkpoint_falls_back_to_previous_with_warning(tmp_path_factory,
+def test_damaged_latest_checkpoint_falls_back_to_previous_with_warning(reliability_reference,
                                                                        tmp_path):
-  reference_dir, workdir, checkpoints = rh.copy_of_reference(tmp_path_factory, tmp_path / 'run')
+  reference_dir, _ = reliability_reference
+  workdir, checkpoints = rh.copy_of_reference(reference_dir, tmp_path / 'run')
   latest = os.path.join(checkpoints, str(rh.TOTAL_STEPS))
   # Truncate the largest file of the latest checkpoint (its array data) to half, as a full disk
   # or an interrupted copy would.
@@ -127,9 +129,9 @@ def test_damaged_latest_checkpoint_falls_back_to_previous_with_warning(tmp_path_
 
 
 @pytest.mark.slow
-def test_nan_stops_the_run_with_one_line_and_keeps_the_last_checkpoint(tmp_path_factory,
+def test_nan_stops_the_run_with_one_line_and_keeps_the_last_checkpoint(reliability_reference,
                                                                        tmp_path):
-  reference_dir, _ = rh.reference(tmp_path_factory)
+  reference_dir, _ = reliability_reference
   workdir = tmp_path / 'run'
   launch = rh.run_main(workdir, '--fault_nonfinite_step=3', faults=True, check=False)
 
@@ -144,9 +146,10 @@ def test_nan_stops_the_run_with_one_line_and_keeps_the_last_checkpoint(tmp_path_
 
 
 @pytest.mark.slow
-def test_failed_checkpoint_write_is_one_line_exit_4_and_keeps_the_last_one(tmp_path_factory,
+def test_failed_checkpoint_write_is_one_line_exit_4_and_keeps_the_last_one(reliability_reference,
                                                                            tmp_path):
-  reference_dir, workdir, checkpoints = rh.copy_of_reference(tmp_path_factory, tmp_path / 'run')
+  reference_dir, _ = reliability_reference
+  workdir, checkpoints = rh.copy_of_reference(reference_dir, tmp_path / 'run')
   for step in (6, 8):  # As if the run had reached step 5 of 8.
     shutil.rmtree(os.path.join(checkpoints, str(step)))
 

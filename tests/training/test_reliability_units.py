@@ -55,9 +55,9 @@ def _damage_drop_state(step_dir):
 @pytest.mark.parametrize('damage', [_damage_truncate, _damage_drop_state_metadata,
                                     _damage_garble_meta, _damage_drop_state])
 def test_damaged_latest_checkpoint_falls_back_and_is_set_aside(damage, abstract_state,
-                                                                tmp_path_factory, tmp_path,
+                                                                reliability_reference, tmp_path,
                                                                 caplog):
-  reference_dir, _ = rh.reference(tmp_path_factory)
+  reference_dir, _ = reliability_reference
   directory = shutil.copytree(os.path.join(reference_dir, 'checkpoints'), tmp_path / 'ckpt')
   latest, previous = os.path.join(directory, '8'), os.path.join(directory, '6')
   damage(latest)
@@ -76,8 +76,9 @@ def test_damaged_latest_checkpoint_falls_back_and_is_set_aside(damage, abstract_
     checkpointer.close()
 
 
-def test_no_readable_checkpoint_is_one_clear_error(abstract_state, tmp_path_factory, tmp_path):
-  reference_dir, _ = rh.reference(tmp_path_factory)
+def test_no_readable_checkpoint_is_one_clear_error(abstract_state, reliability_reference,
+                                                   tmp_path):
+  reference_dir, _ = reliability_reference
   directory = shutil.copytree(os.path.join(reference_dir, 'checkpoints'), tmp_path / 'ckpt')
   for step in (2, 4, 6, 8):
     _damage_drop_state(os.path.join(directory, str(step)))
@@ -90,8 +91,9 @@ def test_no_readable_checkpoint_is_one_clear_error(abstract_state, tmp_path_fact
     checkpointer.close()
 
 
-def test_checkpoint_of_other_num_classes_names_first_mismatching_parameter(tmp_path_factory):
-  reference_dir, _ = rh.reference(tmp_path_factory)
+def test_checkpoint_of_other_num_classes_names_first_mismatching_parameter(
+    reliability_reference):
+  reference_dir, _ = reliability_reference
   config = reliability_config.get_config()
   config.num_classes = 3
   model = efficientnet.model_from_config(config)
