@@ -4,6 +4,18 @@
   python -m efficientnet_jax.summary --json          # only a JSON list on stdout (pipe it to jq)
   python -m efficientnet_jax.summary --models=b0,lite0
 
+One network, stage by stage as the paper's Table 1 (stem, MBConv stages, head), with each stage's
+parameters and multiply-adds and their totals:
+
+  python -m efficientnet_jax.summary --model=b4
+  python -m efficientnet_jax.summary --model=b0 --phi=2.5 [--json]
+  python -m efficientnet_jax.summary --model=b0 --width=1.2 --depth=1.4 --resolution=300
+
+`--phi`, `--width`, `--depth` and `--resolution` mean what the config keys `phi`, `width`,
+`depth` and `image_size` mean (the network is built by `efficientnet.model_from_config`): φ
+scales the variant's family baseline (B0, or Lite0 for a Lite name) by the compound rule, and an
+explicit coefficient or resolution overrides φ's.
+
 Parameters and multiply-adds are measured on the built network (`flops.count_params`,
 `flops.count_macs`, both abstract via `jax.eval_shape`), so the table is a check of the code
 against the paper rather than a copy of it.
@@ -11,7 +23,9 @@ against the paper rather than a copy of it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import sys
 from typing import Any, Sequence
 
@@ -19,9 +33,11 @@ from absl import app
 from absl import flags
 
 from efficientnet_jax import cli
+from efficientnet_jax import config as config_lib
 from efficientnet_jax.models import efficientnet
 from efficientnet_jax.models import flops
 from efficientnet_jax.models import scaling
+from efficientnet_jax.models import stages
 
 
 # Published figures (docs/reference.md §1). Paper Table 2 (arXiv 1905.11946 v5): params, FLOPs
@@ -102,11 +118,95 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                    + [render(row) for row in lines] + [''] + list(notes))
 
 
+def build_network(name: str, phi: float | None = None, width: float | None = None,
+                  depth: float | None = None, resolution: int | None = None
+                  ) -> efficientnet.EfficientNet:
+  """The network a config of variant `name` with these keys trains (None: the key is unset).
+
+  Built by the configs' own path (`config.get_config` → `efficientnet.model_from_config`), so
+  φ and the explicit overrides combine exactly as they do for training.
+  """
+  config = config_lib.get_config(name, phi=phi, width=width, depth=depth, image_size=resolution)
+  return efficientnet.model_from_config(config)
+
+
+def stage_report(name: str, phi: float | None = None, width: float | None = None,
+                 depth: float | None = None, resolution: int | None = None) -> dict[str, Any]:
+  """One network's Table 1 rows, the coefficients it was built with and its totals."""
+  net = build_network(name, phi, width, depth, resolution)
+  rows = [dataclasses.asdict(row) for row in stages.stage_table(net)]
+  return {
+      'model': name,
+      'phi': phi,
+      'width': net.width,
+      'depth': net.depth,
+      'resolution': net.resolution,
+      'stages': rows,
+      'total': {key: sum(row[key] for row in rows) for key in ('layers', 'params', 'macs')},
+  }
+
+
+def format_stage_table(report: dict[str, Any]) -> str:
+  """Renders a `stage_report` as an aligned text table, totals last."""
+  header = ('stage', 'operator', 'resolution', 'channels', 'layers', 'params', 'MACs')
+  body = [(str(r['stage']), r['operator'], 'x'.join(map(str, r['resolution'])),
+           str(r['channels']), str(r['layers']), f"{r['params']:,}", f"{r['macs']:,}")
+          for r in report['stages']]
+  total = report['total']
+  totals = ('total', '', '', '', str(total['layers']), f"{total['params']:,}",
+            f"{total['macs']:,}")
+  widths = [max(len(row[i]) for row in [header, *body, totals]) for i in range(len(header))]
+  render = lambda row: '  '.join(  # Operators read left-aligned, numbers right-aligned.
+      cell.ljust(w) if i == 1 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+  rule = render(['-' * w for w in widths])
+  phi = '' if report['phi'] is None else f"phi {report['phi']:g}, "
+  title = (f"{report['model']}: {phi}width {_coefficient(report['width'])}, depth "
+           f"{_coefficient(report['depth'])}, resolution {report['resolution']}")
+  notes = ('Stages as in Table 1 of arXiv 1905.11946 (EfficientNet-B0 baseline network): '
+           'resolution is the stage\'s input, channels its output.',
+           'params: trainable, BatchNorm with its convolution\'s stage (1000 classes); MACs: '
+           'multiply-adds per image. The totals equal the whole network\'s counts.')
+  return '\n'.join([title, '', render(header), rule, *map(render, body), rule, render(totals),
+                    '', *notes])
+
+
+# The flags that describe the one network of `--model`.
+_NETWORK_FLAGS = ('phi', 'width', 'depth', 'resolution')
+
+
 def _define_flags() -> None:
   # Defined only when run as a program, so importing this module (tests) cannot collide with
   # another tool's flags of the same name.
-  flags.DEFINE_bool('json', False, 'Print only the rows, as one JSON list.')
+  flags.DEFINE_bool('json', False, 'Print only the rows, as one JSON list (with --model: one '
+                    'JSON object).')
   flags.DEFINE_list('models', None, 'Variants to list (default: all of them).')
+  flags.DEFINE_string('model', None, 'One network, stage by stage as the paper\'s Table 1: a '
+                      f'variant name ({", ".join(scaling.MODEL_NAMES)}).')
+  flags.DEFINE_float('phi', None, 'With --model: compound scaling of the variant\'s family '
+                     'baseline by phi (the config key phi).')
+  flags.DEFINE_float('width', None, 'With --model: width coefficient (overrides phi\'s).')
+  flags.DEFINE_float('depth', None, 'With --model: depth coefficient (overrides phi\'s).')
+  flags.DEFINE_integer('resolution', None, 'With --model: input resolution (overrides phi\'s; '
+                       'the config key image_size).')
+
+
+def _check_network_flags() -> None:
+  """Refuses the network flags without --model, beside --models, or out of range."""
+  given = [name for name in _NETWORK_FLAGS if flags.FLAGS[name].value is not None]
+  if flags.FLAGS.model is None:
+    if given:
+      raise cli.UsageError(f'--{given[0]} describes the network of --model; add --model=NAME, '
+                           'e.g. --model=b0 --phi=2.5.')
+    return
+  if flags.FLAGS.models is not None:
+    raise cli.UsageError('--model (one network, stage by stage) and --models (the variant '
+                         'table) exclude each other; pass one of them.')
+  for name in given:
+    value = flags.FLAGS[name].value
+    if not math.isfinite(value):
+      raise cli.UsageError(f'--{name} must be a finite number, got {value}.')
+    if name != 'phi' and value <= 0:
+      raise cli.UsageError(f'--{name} must be positive, got {value}.')
 
 
 @cli.run
@@ -114,6 +214,12 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise cli.UsageError(f'Unexpected arguments {argv[1:]}; options are --flag=value.')
   cli.quiet_libraries()
+  _check_network_flags()
+  if flags.FLAGS.model is not None:
+    report = stage_report(flags.FLAGS.model, phi=flags.FLAGS.phi, width=flags.FLAGS.width,
+                          depth=flags.FLAGS.depth, resolution=flags.FLAGS.resolution)
+    print(json.dumps(report) if flags.FLAGS.json else format_stage_table(report), flush=True)
+    return
   names = flags.FLAGS.models or scaling.MODEL_NAMES
   for name in names:  # Fail on a bad name before measuring anything.
     scaling.get_variant(name)

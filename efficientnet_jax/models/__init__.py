@@ -4,6 +4,7 @@
   layers.py        TF initialisers, BatchNorm (optionally grouped), depthwise conv, drop-path
   efficientnet.py  `EfficientNet` (Linen), `create_model`, `model_from_config`
   flops.py         multiply-adds and parameters measured on the built network
+  stages.py        any network stage by stage as the paper's Table 1, with each stage's costs
 
 Knows nothing of data or training; importable without TensorFlow.
 """
