@@ -124,7 +124,7 @@ def test_config_hash_is_unchanged_by_the_optimizer_key_groups():
 
 def _run(*args, root):
   """Runs compound_search.py like a user does; returns stdout (fails the test on an error)."""
-  return _check(shared_runs.search_args(*args, root=search_root))
+  return _check(shared_runs.search_args(*args, root=root))
 
 
 def _check(command):
