@@ -66,6 +66,7 @@ HIDE_TENSORFLOW = rh.hide_modules(*TENSORFLOW) + """
 import efficientnet_jax as ej
 from efficientnet_jax import benchmark, config, cli, errors
 from efficientnet_jax.benchmarking import harness, measures
+from efficientnet_jax.input import device_augment
 from efficientnet_jax.models import efficientnet, flops, layers, scaling
 from efficientnet_jax.training import (checkpointing, compile_cache, evaluation, hooks, loop,
                                        metric_writers, optimizer, setup, state, steps, warm_start)

@@ -1,9 +1,12 @@
 """Data: sources (TFDS, image folder, embedded digits) → deterministic, resumable numpy batches.
 
-  sources.py        the datasets and their sizes (`dataset_info`)
-  pipeline.py       `train_iterator` / `eval_iterator`: order, sharding over processes, resume
-  preprocessing.py  decode, crop, resize, flip, normalise (one image, in TF)
-  augment.py        RandAugment and AutoAugment v0 on uint8 images
+  sources.py           the datasets and their sizes (`dataset_info`)
+  pipeline.py          `train_iterator` / `eval_iterator`: order, sharding over processes, resume
+  preprocessing.py     decode, crop, resize, flip, normalise (one image, in TF)
+  augment.py           RandAugment and AutoAugment v0 on uint8 images (one image, in TF)
+  augment_policies.py  their tables: op names, policy v0, levels → op arguments (plain Python)
+  device_augment.py    the same ops and policies in JAX, on a batch, for the accelerator
 
-The only part of the package that imports TensorFlow.
+The only part of the package that imports TensorFlow, except augment_policies and device_augment,
+which must import on the accelerator machines (they have no TensorFlow).
 """

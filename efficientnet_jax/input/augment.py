@@ -7,26 +7,17 @@ below). tests/input/test_augment_tf_reference.py checks every op, the v0 table a
 op list against outputs of that file (tests/input/data/tf_reference/README.md says how they were
 made).
 
-The 16 ops, their level→argument map and the two policies stay in one module (~530 lines): the
-ops are only meaningful through the map and the policies, and the notes on where TF's behaviour
-is surprising belong next to each other.
+The op names, the v0 table and the level→argument map (`level_to_arg`, with the magnitude
+convention: levels above 10 extrapolate, evaluated in Python doubles as TF does) are in
+augment_policies.py, which has no TensorFlow, so that device_augment.py (the same ops in JAX, for
+the accelerator) shares them; this module re-exports them under their old names. The notes on
+where TF's ops behave surprisingly stay here, next to each other and to the ops.
 
 No tf.contrib / tensorflow_addons: the geometric ops use `ImageProjectiveTransformV3`. Only the
 random draws differ from TF: every random choice (which op or sub-policy, whether to apply it, the
 sign of a rotation/shear/translation, the cutout centre) has TF's distribution but is drawn with
 stateless ops from an explicit `seed` (int tensor of shape [2]), so a given (image, seed) always
 gives the same result, eagerly or inside `tf.data` with any parallelism.
-
-Magnitude convention (TF EfficientNet's, behind its M=10/17/28; docs/reference.md §5): a level
-is on AutoAugment's 0..10 scale (`MAX_LEVEL = 10` is the strongest setting AutoAugment searched),
-and levels above 10 extrapolate the same linear maps, e.g. rotation `level/10 * 30` degrees, so
-M=28 rotates up to 84°. timm instead clips M at 10 unless told otherwise; we do not, so b7's M=28
-means what it meant in TF. `level_to_arg` computes each op's argument from the level as TF does, in
-Python double precision with `int()` truncation, and TF's ops then round it once to float32.
-Computing it in float32 instead lands one float32 step off for many levels (v0's Color at level 6:
-1.1800001 for 1.18, enough to move some pixels by one), and on another integer at levels 21 and 23
-(SolarizeAdd 230 for 231). Nothing is clamped: where extrapolation leaves an op's domain, the op
-does what TF's does.
 
 TF behaviour kept on purpose (surprising, but it is what the published models were trained with):
   * RandAugment draws a probability U(0.2, 0.8) for each op and never uses it: the chosen op is
@@ -52,55 +43,14 @@ from typing import Sequence, Union
 
 import tensorflow as tf
 
-MAX_LEVEL = 10.0
+# Re-exported under the names they had before they moved to augment_policies.py.
+from efficientnet_jax.input.augment_policies import (  # pylint: disable=unused-import
+    AUTOAUGMENT_CUTOUT_CONST, AUTOAUGMENT_TRANSLATE_CONST, MAX_LEVEL, POLICIES, POLICY_V0,
+    RANDAUGMENT_CUTOUT_CONST, RANDAUGMENT_OPS, RANDAUGMENT_TRANSLATE_CONST, REPLACE, level_to_arg,
+    policy_args)
+from efficientnet_jax.input.augment_policies import UNLEVELLED_OPS as _UNLEVELLED_OPS
+
 Number = Union[float, int, tf.Tensor]
-
-# Fill value of pixels uncovered by geometric ops and of cutout (TF: 128 in each channel).
-REPLACE = 128
-# Translation in pixels and cutout half-side at level 10. TF's constants, meant for 224+ px images.
-RANDAUGMENT_TRANSLATE_CONST = 100.0
-RANDAUGMENT_CUTOUT_CONST = 40.0
-AUTOAUGMENT_TRANSLATE_CONST = 250.0
-AUTOAUGMENT_CUTOUT_CONST = 100.0
-
-# The 16 ops RandAugment samples from (TF EfficientNet's list, same order).
-RANDAUGMENT_OPS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize', 'Solarize', 'Color',
-                   'Contrast', 'Brightness', 'Sharpness', 'ShearX', 'ShearY', 'TranslateX',
-                   'TranslateY', 'Cutout', 'SolarizeAdd')
-# Ops without an argument, and ops whose argument gets a random sign.
-_UNLEVELLED_OPS = ('AutoContrast', 'Equalize', 'Invert')
-_SIGNED_OPS = ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY')
-
-# AutoAugment ImageNet policy v0: 25 sub-policies of (op, probability, level); one sub-policy is
-# picked uniformly per image and its two ops applied in order, each with its probability.
-POLICY_V0 = (
-    (('Equalize', 0.8, 1), ('ShearY', 0.8, 4)),
-    (('Color', 0.4, 9), ('Equalize', 0.6, 3)),
-    (('Color', 0.4, 1), ('Rotate', 0.6, 8)),
-    (('Solarize', 0.8, 3), ('Equalize', 0.4, 7)),
-    (('Solarize', 0.4, 2), ('Solarize', 0.6, 2)),
-    (('Color', 0.2, 0), ('Equalize', 0.8, 8)),
-    (('Equalize', 0.4, 8), ('SolarizeAdd', 0.8, 3)),
-    (('ShearX', 0.2, 9), ('Rotate', 0.6, 8)),
-    (('Color', 0.6, 1), ('Equalize', 1.0, 2)),
-    (('Invert', 0.4, 9), ('Rotate', 0.6, 0)),
-    (('Equalize', 1.0, 9), ('ShearY', 0.6, 3)),
-    (('Color', 0.4, 7), ('Equalize', 0.6, 0)),
-    (('Posterize', 0.4, 6), ('AutoContrast', 0.4, 7)),
-    (('Solarize', 0.6, 8), ('Color', 0.6, 9)),
-    (('Solarize', 0.2, 4), ('Rotate', 0.8, 9)),
-    (('Rotate', 1.0, 7), ('TranslateY', 0.8, 9)),
-    (('ShearX', 0.0, 0), ('Solarize', 0.8, 4)),
-    (('ShearY', 0.8, 0), ('Color', 0.6, 4)),
-    (('Color', 1.0, 0), ('Rotate', 0.6, 2)),
-    (('Equalize', 0.8, 4), ('Equalize', 0.0, 8)),
-    (('Equalize', 1.0, 4), ('AutoContrast', 0.6, 2)),
-    (('ShearY', 0.4, 7), ('SolarizeAdd', 0.6, 7)),
-    (('Posterize', 0.8, 2), ('Solarize', 0.6, 10)),
-    (('Solarize', 0.6, 8), ('Equalize', 0.6, 1)),
-    (('Color', 0.8, 6), ('Rotate', 0.4, 5)),
-)
-POLICIES = {'v0': POLICY_V0}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -319,68 +269,7 @@ def cutout(image: tf.Tensor, pad_size: Number, center: Sequence[Number],
 
 
 # ------------------------------------------------------------------------------------------------
-# Levels -> op arguments, and dispatch.
-
-
-def level_to_arg(name: str, level: Union[float, int], *,
-                 translate_const: float = RANDAUGMENT_TRANSLATE_CONST,
-                 cutout_const: float = RANDAUGMENT_CUTOUT_CONST) -> tuple[Union[float, int], ...]:
-  """The arguments TF passes to op `name` at `level`, before the random sign of geometric ops.
-
-  TF's formulas, evaluated as TF evaluates them: on a Python number in double precision, `int()`
-  truncating where TF truncates. The same formulas in float32 give other arguments for some levels
-  (the module docstring has examples), hence Python numbers, not tensors.
-
-  Args:
-    name: one of `RANDAUGMENT_OPS`.
-    level: magnitude on TF's 0..10 scale (may exceed 10), a Python number.
-    translate_const: translation in pixels at level 10.
-    cutout_const: cutout half-side in pixels at level 10.
-
-  Returns:
-    () for AutoContrast, Equalize and Invert; otherwise a 1-tuple: degrees (Rotate), bits
-    (Posterize), threshold (Solarize), addition (SolarizeAdd), blend factor (Color, Contrast,
-    Brightness, Sharpness), shear (ShearX/Y), pixels (TranslateX/Y), half-side (Cutout).
-  """
-  if isinstance(level, (tf.Tensor, tf.Variable)):
-    raise TypeError(f'level must be a Python number, got {level!r}.')
-  fraction = float(level) / MAX_LEVEL
-  if name in _UNLEVELLED_OPS:
-    return ()
-  if name == 'Rotate':
-    return (fraction * 30.0,)
-  if name == 'Posterize':
-    return (int(fraction * 4),)
-  if name == 'Solarize':
-    return (int(fraction * 256),)
-  if name == 'SolarizeAdd':
-    return (int(fraction * 110),)
-  if name in ('Color', 'Contrast', 'Brightness', 'Sharpness'):
-    return (fraction * 1.8 + 0.1,)
-  if name in ('ShearX', 'ShearY'):
-    return (fraction * 0.3,)
-  if name in ('TranslateX', 'TranslateY'):
-    return (fraction * float(translate_const),)
-  if name == 'Cutout':
-    return (int(fraction * cutout_const),)
-  raise ValueError(f'Unknown augmentation op {name!r}; expected one of {RANDAUGMENT_OPS}.')
-
-
-def policy_args(policy: str = 'v0', *, translate_const: float = AUTOAUGMENT_TRANSLATE_CONST,
-                cutout_const: float = AUTOAUGMENT_CUTOUT_CONST
-                ) -> tuple[tuple[tuple[str, float, tuple[Union[float, int], ...]], ...], ...]:
-  """An AutoAugment policy with each level replaced by TF's arguments (`level_to_arg`).
-
-  Returns:
-    Per sub-policy, per position: (op name, probability, arguments before the random sign).
-  """
-  if policy not in POLICIES:
-    raise ValueError(f'Unknown AutoAugment policy {policy!r}; expected one of {sorted(POLICIES)}.')
-  return tuple(
-      tuple((name, probability, level_to_arg(name, level, translate_const=translate_const,
-                                              cutout_const=cutout_const))
-            for name, probability, level in sub_policy)
-      for sub_policy in POLICIES[policy])
+# Random signs and centres, and dispatch.
 
 
 def _random_sign(value: Number, seed: tf.Tensor) -> tf.Tensor:
