@@ -25,11 +25,15 @@ def tiny_config(**overrides):
   Depthwise convolutions use XLA's grouped convolution: the 'shift' form that 'auto' picks on CPU
   runs faster but unrolls each k×k kernel into k² multiply-adds, forward and backward, and
   compiles a third slower; these tests are compile-bound (layers' tests compare the two forms).
+  The model, batch, optimizer and learning rate are tests/reliability_config.py's, so that the
+  train and eval steps are the same programs as the session's reference run's and come from the
+  persistent compilation cache (the number of steps is not part of the program).
   """
   values = dict(dataset='digits', width=0.25, depth=0.25, image_size=32, dtype='float32',
                 batch_size=16, eval_batch_size=120, total_steps=3, log_every_steps=1,
                 eval_every_steps=3, checkpoint_every_steps=3, warmup_epochs=0.0, ema_decay=0.99,
-                bn_group_size=0, depthwise_impl='conv', **{'augment.policy': 'none'})
+                learning_rate=0.00016, bn_group_size=0, depthwise_impl='conv',
+                **{'augment.policy': 'none'})
   return config_lib.get_config('b0', **{**values, **overrides})
 
 
