@@ -2,6 +2,8 @@
 
   python -m efficientnet_jax.benchmark --model=b0 --batch=256 --mode=train --json
   → {"model": "b0", "mode": "train", "images_per_sec": ..., "step_ms_median": ...}
+  python -m efficientnet_jax.benchmark --model=b0 --batch=256 --augment_on_device
+  → the same step with the recipe's augmentation on the device (its cost: the img/s difference)
 
 What is timed and how: `benchmarking/harness.py`. Runs without TensorFlow, TFDS or
 ml_collections.
@@ -40,8 +42,9 @@ def format_summary(r: dict[str, Any]) -> str:
             else 'n/a')
   cache = (f'; cache {r["compile_cache_hits"]} hits, {r["compile_cache_misses"]} misses'
            if r.get('compile_cache_dir') else '')
+  augment = (f' + {r["augment_policy"]} on the device' if r.get('augment_on_device') else '')
   return (f'{r["model"]} {r["mode"]} batch {r["batch"]} @ {r["resolution"]} px {r["dtype"]}'
-          f'{" remat" if r["remat"] else ""} on {r["devices"]}× {r["device_kind"]}\n'
+          f'{" remat" if r["remat"] else ""}{augment} on {r["devices"]}× {r["device_kind"]}\n'
           f'  {r["images_per_sec"]:,.1f} img/s, step {r["step_ms_median"]:.2f} ms median '
           f'({r["step_ms_pipelined"]:.2f} ms pipelined), MFU {mfu}\n'
           f'  compile {r["compile_s"]:.2f} s (+ lower {r["lower_s"]:.2f} s){cache}, '
@@ -63,6 +66,9 @@ def _define_flags() -> None:
   flags.DEFINE_enum('depthwise_impl', 'auto', ['auto', 'conv', 'shift'],
                     'Depthwise convolution: XLA grouped conv, k·k multiply-adds, or auto '
                     '(shift on CPU, conv elsewhere).')
+  flags.DEFINE_bool('augment_on_device', False,
+                    "train: time the step with the recipe's augmentation on the device "
+                    '(augment.on_device) on uint8 images; without it, no augmentation.')
   flags.DEFINE_bool('json', False, 'Print one JSON object (the last stdout line).')
   flags.DEFINE_string('profile_dir', None, 'Also write a profiler trace of a few extra steps.')
   flags.DEFINE_string('cache_dir', compile_cache.default_dir(),
@@ -81,13 +87,15 @@ def main(argv):
   batches = parse_batches(FLAGS.batch)
   for batch in batches:
     harness.validate(FLAGS.model, batch=batch, resolution=FLAGS.resolution, mode=FLAGS.mode,
-                     dtype=FLAGS.dtype, steps=FLAGS.steps, warmup=FLAGS.warmup)
+                     dtype=FLAGS.dtype, steps=FLAGS.steps, warmup=FLAGS.warmup,
+                     augment_on_device=FLAGS.augment_on_device)
   cache_dir = compile_cache.enable(FLAGS.cache_dir) if FLAGS.cache_dir else None
   cache_counts = compile_cache.count_hits_and_misses()
   result = harness.benchmark(FLAGS.model, batch=batches, resolution=FLAGS.resolution,
                              mode=FLAGS.mode, dtype=FLAGS.dtype, remat=FLAGS.remat,
                              steps=FLAGS.steps, warmup=FLAGS.warmup,
-                             profile_dir=FLAGS.profile_dir, depthwise_impl=FLAGS.depthwise_impl)
+                             profile_dir=FLAGS.profile_dir, depthwise_impl=FLAGS.depthwise_impl,
+                             augment_on_device=FLAGS.augment_on_device)
   result.update(compile_cache_dir=cache_dir, compile_cache_hits=cache_counts['hits'],
                 compile_cache_misses=cache_counts['misses'])
   if FLAGS.json:

@@ -46,6 +46,7 @@ OPTIONAL_TYPES: dict[str, type] = {
     'width': float, 'depth': float, 'phi': float, 'data_dir': str, 'manual_dir': str,
     'image_size': int, 'total_steps': int, 'grad_clip_norm': float, 'init_from': str,
     'compilation_cache_dir': str, 'xla_backend_optimization_level': int, 'bn_group_size': int,
+    'on_device': bool,
 }
 # What a dataset implies, applied when ':dataset=NAME' (or a config's defaults) selects it.
 DATASET_PRESETS: dict[str, dict[str, Any]] = {
@@ -109,6 +110,11 @@ def defaults(model: str) -> dict[str, Any]:
           'policy': recipes.default_policy(model),
           'randaugment_layers': 2,
           'randaugment_magnitude': recipes.randaugment_magnitude(model),
+          # Augment and normalise the train batch on the accelerator (input/device_preprocessing.py;
+          # the host then only decodes, crops, resizes and flips). None: on when JAX runs on an
+          # accelerator and the policy is not 'none', since the host CPU is what starves an
+          # accelerator of batches. TF's ops and distributions, but other random draws.
+          'on_device': None,
       },
 
       # Optimisation: the TF reference recipe.

@@ -77,7 +77,7 @@ _EXECUTION_KEYS = frozenset({
     'data_dir', 'manual_dir', 'train_split', 'eval_split', 'eval_batch_size', 'shuffle_buffer',
     'bad_image_policy', 'seed', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
     'keep_checkpoints', 'compilation_cache_dir', 'xla_backend_optimization_level', 'remat',
-    'depthwise_impl', 'grad_accum_steps', 'skip_nonfinite_steps',
+    'depthwise_impl', 'grad_accum_steps', 'skip_nonfinite_steps', 'augment.on_device',
 })
 
 

@@ -9,7 +9,10 @@ What is timed, and why:
   images sharded. Not the eval step: with EMA that runs the network twice and adds top-k and loss
   reductions, so it measures an evaluation loop, not inference.
 * Batches are synthetic (normal noise images, float32 as the input pipeline delivers them, random
-  labels), placed on the devices once with `steps.global_batch`, so no host work is timed.
+  labels), placed on the devices once with `steps.global_batch`, so no host work is timed. With
+  `augment_on_device` the config's augmentation runs in the train step (`augment.on_device`) and
+  the images are uniform uint8 noise, as the pipeline then delivers them: the step's img/s with
+  and without it is the augmentation's cost on the device.
 * Compile time is `jitted.lower(...)` plus `.compile()`, timed apart (`lower_s`, `compile_s`); the
   steps then call the compiled object, so no step includes tracing or compilation.
 * Each step is followed by `block_until_ready`; `warmup` steps are dropped and the median of the
@@ -49,10 +52,19 @@ IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
 
 def recipe(model: str, *, batch: int, resolution: int | None = None, dtype: str = 'bfloat16',
-           remat: bool = False, depthwise_impl: str = 'auto'):
-  """The config the benchmark runs: the builder's recipe for `model` with these overrides."""
-  return config_lib.get_config(model, batch_size=batch, image_size=resolution, dtype=dtype,
-                               remat=remat, depthwise_impl=depthwise_impl)
+           remat: bool = False, depthwise_impl: str = 'auto', augment_on_device: bool = False):
+  """The config the benchmark runs: the builder's recipe for `model` with these overrides.
+
+  `augment.on_device` is set to `augment_on_device` only where the builder's default (auto)
+  means otherwise, so that elsewhere the recipe is the builder's own, unchanged.
+  """
+  config = config_lib.get_config(model, batch_size=batch, image_size=resolution, dtype=dtype,
+                                 remat=remat, depthwise_impl=depthwise_impl)
+  # pylint: disable-next=g-import-not-at-top  (outside input/, never at module level)
+  from efficientnet_jax.input import device_preprocessing
+  if device_preprocessing.augment_on_device(config) != augment_on_device:
+    config.augment.on_device = augment_on_device
+  return config
 
 
 @dataclasses.dataclass
@@ -79,7 +91,7 @@ class Benchmark:
 
 
 def validate(model: str, *, batch: int, resolution: int | None, mode: str, dtype: str,
-             steps: int = 1, warmup: int = 0) -> None:
+             steps: int = 1, warmup: int = 0, augment_on_device: bool = False) -> None:
   """Raises `UsageError` (one line, with the fix) on an input the benchmark cannot run."""
   if model not in scaling.MODEL_NAMES:
     raise UsageError(f'Unknown --model {model!r}; valid names: {", ".join(scaling.MODEL_NAMES)}.')
@@ -95,14 +107,22 @@ def validate(model: str, *, batch: int, resolution: int | None, mode: str, dtype
                      'quick smoke test).')
   if steps < 1 or warmup < 0:
     raise UsageError(f'--steps={steps} must be ≥ 1 and --warmup={warmup} ≥ 0.')
+  if augment_on_device and mode != 'train':
+    raise UsageError('--augment_on_device times the train step; use it with --mode=train.')
 
 
-def synthetic_batch(batch: int, resolution: int, seed: int = 0) -> dict[str, np.ndarray]:
-  """This process's share of a batch shaped like the input pipeline's: float32 images, labels."""
+def synthetic_batch(batch: int, resolution: int, seed: int = 0, uint8: bool = False
+                    ) -> dict[str, np.ndarray]:
+  """This process's share of a batch shaped like the input pipeline's: images, labels.
+
+  Images are float32 (normalised), or uint8 with `uint8` (for augmentation on the device).
+  """
   local = batch // jax.process_count()
   rng = np.random.default_rng(seed + jax.process_index())
-  return {'image': rng.standard_normal((local, resolution, resolution, 3), dtype=np.float32),
-          'label': rng.integers(0, 1000, size=(local,), dtype=np.int32)}
+  shape = (local, resolution, resolution, 3)
+  images = (rng.integers(0, 256, shape, dtype=np.uint8) if uint8
+            else rng.standard_normal(shape, dtype=np.float32))
+  return {'image': images, 'label': rng.integers(0, 1000, size=(local,), dtype=np.int32)}
 
 
 def init_variables(net, rng: jax.Array, resolution: int, sharding) -> dict[str, Any]:
@@ -113,8 +133,8 @@ def init_variables(net, rng: jax.Array, resolution: int, sharding) -> dict[str, 
 
 
 def build(model: str, *, batch: int, resolution: int | None = None, mode: str = 'train',
-          dtype: str = 'bfloat16', remat: bool = False, depthwise_impl: str = 'auto'
-          ) -> Benchmark:
+          dtype: str = 'bfloat16', remat: bool = False, depthwise_impl: str = 'auto',
+          augment_on_device: bool = False) -> Benchmark:
   """Builds the model, its state and the jitted step exactly as training does, on synthetic data.
 
   Args:
@@ -125,13 +145,15 @@ def build(model: str, *, batch: int, resolution: int | None = None, mode: str = 
     dtype: compute dtype, 'bfloat16' or 'float32' (params and BN statistics stay float32).
     remat: rematerialise each block in the backward pass.
     depthwise_impl: 'auto', 'conv' (XLA's grouped convolution) or 'shift' (k·k multiply-adds).
+    augment_on_device: train: the step augments uint8 images with the recipe's policy first.
 
   Returns:
     The `Benchmark`, with everything already on the devices.
   """
-  validate(model, batch=batch, resolution=resolution, mode=mode, dtype=dtype)
+  validate(model, batch=batch, resolution=resolution, mode=mode, dtype=dtype,
+           augment_on_device=augment_on_device)
   config = recipe(model, batch=batch, resolution=resolution, dtype=dtype, remat=remat,
-                  depthwise_impl=depthwise_impl)
+                  depthwise_impl=depthwise_impl, augment_on_device=augment_on_device)
   resolution = resolution or scaling.get_variant(model).resolution
   config.image_size = resolution
 
@@ -150,7 +172,8 @@ def build(model: str, *, batch: int, resolution: int | None = None, mode: str = 
   plan = setup_lib.make_plan(config, config.num_classes, IMAGENET_TRAIN_EXAMPLES,
                              efficientnet.model_from_config(config))
   s = setup_lib.build(config, plan)
-  data = steps_lib.global_batch(synthetic_batch(batch, resolution, config.seed), s.mesh)
+  data = steps_lib.global_batch(
+      synthetic_batch(batch, resolution, config.seed, uint8=augment_on_device), s.mesh)
   return Benchmark(s.train_step, (s.state, data, s.step_rng),
                    lambda args, out: (out[0],) + tuple(args[1:]), s.model, s.mesh, config, mode)
 
@@ -300,15 +323,15 @@ def run(bench: Benchmark, *, steps: int, warmup: int, profile_dir: str | None = 
 
 def benchmark(model: str, *, batch: int | Sequence[int], resolution: int | None = None,
               mode: str = 'train', dtype: str = 'bfloat16', remat: bool = False, steps: int = 20,
-              warmup: int = 5, profile_dir: str | None = None, depthwise_impl: str = 'auto'
-              ) -> dict[str, Any]:
+              warmup: int = 5, profile_dir: str | None = None, depthwise_impl: str = 'auto',
+              augment_on_device: bool = False) -> dict[str, Any]:
   """Builds and runs one configuration; returns the JSON-ready result.
 
   Args:
     model: a variant name.
     batch: the global batch size, or several: the largest that fits in memory is measured
       (`fit`), and the candidates tried are listed under 'batch_search'.
-    resolution, mode, dtype, remat, depthwise_impl: see `build`.
+    resolution, mode, dtype, remat, depthwise_impl, augment_on_device: see `build`.
     steps: timed steps.
     warmup: untimed steps before them.
     profile_dir: if set, a profiler trace of a few extra steps is written there.
@@ -316,9 +339,9 @@ def benchmark(model: str, *, batch: int | Sequence[int], resolution: int | None 
   batches = [batch] if isinstance(batch, int) else list(batch)
   for b in batches:
     validate(model, batch=b, resolution=resolution, mode=mode, dtype=dtype, steps=steps,
-             warmup=warmup)
+             warmup=warmup, augment_on_device=augment_on_device)
   build_kwargs = dict(resolution=resolution, mode=mode, dtype=dtype, remat=remat,
-                      depthwise_impl=depthwise_impl)
+                      depthwise_impl=depthwise_impl, augment_on_device=augment_on_device)
   search = None
   if len(batches) == 1:
     bench, compiled = build(model, batch=batches[0], **build_kwargs), None
@@ -326,7 +349,8 @@ def benchmark(model: str, *, batch: int | Sequence[int], resolution: int | None 
     bench, compiled, search = fit(model, batches, **build_kwargs)
   result = {'model': model, 'mode': mode, 'batch': bench.config.batch_size,
             'resolution': bench.config.image_size, 'dtype': dtype, 'remat': remat,
-            'depthwise_impl': depthwise_impl,
+            'depthwise_impl': depthwise_impl, 'augment_on_device': augment_on_device,
+            'augment_policy': bench.config.augment.policy if augment_on_device else None,
             'steps': steps, 'warmup': warmup}
   result.update(run(bench, steps=steps, warmup=warmup, profile_dir=profile_dir,
                     compiled=compiled))

@@ -6,7 +6,9 @@
   augment.py           RandAugment and AutoAugment v0 on uint8 images (one image, in TF)
   augment_policies.py  their tables: op names, policy v0, levels → op arguments (plain Python)
   device_augment.py    the same ops and policies in JAX, on a batch, for the accelerator
+  device_preprocessing.py  `augment.on_device`: the train batch augmented and normalised in the
+                       train step; the normalisation constants
 
-The only part of the package that imports TensorFlow, except augment_policies and device_augment,
-which must import on the accelerator machines (they have no TensorFlow).
+The only part of the package that imports TensorFlow, except augment_policies, device_augment and
+device_preprocessing, which must import on the accelerator machines (they have no TensorFlow).
 """

@@ -5,7 +5,9 @@ Train order (digits and folder): epoch e visits a permutation of all N examples 
 N // B whole global batches and global batch `step` is a pure function of (seed, step). Each
 process takes its contiguous slice [p·B/P, (p+1)·B/P) of that same global batch, so batches do not
 depend on the process count. The augmentation seed of an example is (seed, its global position in
-the stream), never TF's global RNG. `start_step=k` starts at batch k directly (nothing before it is
+the stream), never TF's global RNG. With augmentation on the device (`augment.on_device`) the train
+batches are uint8, neither augmented nor normalised: the train step does both
+(`device_preprocessing`). `start_step=k` starts at batch k directly (nothing before it is
 read or decoded).
 
 TFDS datasets are file-backed: process p reads its own even shard of the split (so the global batch
@@ -23,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from efficientnet_jax.input import device_preprocessing
 from efficientnet_jax.input import preprocessing
 from efficientnet_jax.input import sources
 from efficientnet_jax.input.sources import IndexedSource
@@ -36,30 +39,30 @@ _AUGMENT_SALT = 2
 # Preprocessing from the config.
 
 
-def _normalization(config) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  if config.normalization not in preprocessing.NORMALIZATIONS:
-    raise ValueError(f'Unknown normalization {config.normalization!r}; expected one of '
-                     f'{sorted(preprocessing.NORMALIZATIONS)}.')
-  return preprocessing.NORMALIZATIONS[config.normalization]
-
-
 def _train_preprocess_fn(config, encoded: bool):
-  """`(image or bytes, seed) -> float32 image` with the config's train crop and augmentation."""
-  mean, std = _normalization(config)
+  """`(image or bytes, seed) -> image` with the config's train crop and augmentation.
+
+  The image is float32 and normalised, or, with augmentation on the device, uint8 and neither
+  augmented nor normalised (the train step does both).
+  """
+  mean, std = device_preprocessing.normalization(config)
   augment = config.augment
+  on_device = device_preprocessing.augment_on_device(config)
   # Optional pixel constants of translate/cutout (TF's are meant for 224+ px images).
   augment_kwargs = {key: augment[key] for key in ('translate_const', 'cutout_const')
                     if key in augment}
   kwargs = dict(crop_padding=config.crop_padding, interpolation=config.interpolation, mean=mean,
-                std=std, crop=augment.crop, flip=augment.flip, augment=augment.policy,
+                std=std, crop=augment.crop, flip=augment.flip,
+                augment='none' if on_device else augment.policy,
                 randaugment_layers=augment.randaugment_layers,
-                randaugment_magnitude=augment.randaugment_magnitude, augment_kwargs=augment_kwargs)
+                randaugment_magnitude=augment.randaugment_magnitude, augment_kwargs=augment_kwargs,
+                output_uint8=on_device)
   function = preprocessing.preprocess_for_train if encoded else preprocessing.train_image
   return lambda image, seed: function(image, config.image_size, seed, **kwargs)
 
 
 def _eval_preprocess_fn(config, encoded: bool):
-  mean, std = _normalization(config)
+  mean, std = device_preprocessing.normalization(config)
   function = preprocessing.preprocess_for_eval if encoded else preprocessing.eval_image
   return lambda image: function(image, config.image_size, crop_padding=config.crop_padding,
                                 interpolation=config.interpolation, mean=mean, std=std)
@@ -184,7 +187,9 @@ def train_iterator(config, *, global_batch_size: int, start_step: int = 0, proce
 
   Returns:
     An endless iterator of {'image': float32 [B/P, S, S, 3] normalised, 'label': int32 [B/P]}
-    numpy batches; epochs follow each other without a break in the step count.
+    numpy batches; epochs follow each other without a break in the step count. With augmentation
+    on the device (`device_preprocessing.augment_on_device`) the images are uint8, cropped,
+    resized and flipped only: the train step augments and normalises them.
   """
   # Not a generator itself, so that configuration errors surface at the call, not at next().
   local_batch = _check_request(config, global_batch_size, process_index, process_count)

@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from efficientnet_jax import recipes
 from efficientnet_jax.input import augment as augment_lib
+from efficientnet_jax.input import device_preprocessing
 
 
 def _hide_gpus_from_tf() -> None:
@@ -41,12 +42,8 @@ def _hide_gpus_from_tf() -> None:
 _hide_gpus_from_tf()
 
 # name -> (mean, std) per RGB channel, on the 0..255 scale: the model sees (x - mean) / std.
-NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    'imagenet': ((0.485 * 255, 0.456 * 255, 0.406 * 255), (0.229 * 255, 0.224 * 255, 0.225 * 255)),
-    'lite': ((127.0, 127.0, 127.0), (128.0, 128.0, 128.0)),
-    'inception': ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
-    'none': ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-}
+# Defined without TensorFlow, for the normalisation on the device.
+NORMALIZATIONS = device_preprocessing.NORMALIZATIONS
 _IMAGENET_MEAN, _IMAGENET_STD = NORMALIZATIONS['imagenet']
 
 INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'area', 'lanczos3', 'lanczos5', 'gaussian',
@@ -232,24 +229,25 @@ def _finish_train(image: tf.Tensor, image_size: int, crop: str, crop_seed: tf.Te
                   flip_seed: tf.Tensor, augment_seed: tf.Tensor, *, interpolation: str, flip: bool,
                   augment: str, randaugment_layers: int, randaugment_magnitude: float,
                   mean: Sequence[float], std: Sequence[float],
-                  augment_kwargs: dict | None) -> tf.Tensor:
-  """Resize (and pad-crop), flip, augment and normalise an already cropped uint8 image."""
+                  augment_kwargs: dict | None, output_uint8: bool) -> tf.Tensor:
+  """Resize (and pad-crop), flip, augment and normalise (or not) an already cropped uint8 image."""
   image = resize(image, image_size, interpolation)
   if crop == 'pad_crop':
     image = _pad_crop(image, image_size, crop_seed)
   if flip:
     image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
   image = tf.reshape(image, [image_size, image_size, 3])
-  if augment != 'none':
+  if augment != 'none' or output_uint8:
     # The ops are defined on uint8 (as in TF); bicubic overshoot is clipped first, as TF does.
     image = tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
+  if augment != 'none':
     kwargs = dict(augment_kwargs or {})
     if augment == 'randaugment':
       image = augment_lib.randaugment(image, augment_seed, num_layers=randaugment_layers,
                                       magnitude=randaugment_magnitude, **kwargs)
     else:
       image = augment_lib.autoaugment(image, augment_seed, **kwargs)
-  return normalize(image, mean, std)
+  return image if output_uint8 else normalize(image, mean, std)
 
 
 def _check_train_args(crop: str, augment: str) -> None:
@@ -264,7 +262,8 @@ def train_image(image: tf.Tensor, image_size: int, seed: tf.Tensor, *, crop_padd
                 interpolation: str = 'bicubic', mean: Sequence[float] = _IMAGENET_MEAN,
                 std: Sequence[float] = _IMAGENET_STD, crop: str = 'inception', flip: bool = True,
                 augment: str = 'none', randaugment_layers: int = 2,
-                randaugment_magnitude: float = 10, augment_kwargs: dict | None = None) -> tf.Tensor:
+                randaugment_magnitude: float = 10, augment_kwargs: dict | None = None,
+                output_uint8: bool = False) -> tf.Tensor:
   """Train preprocessing of a decoded uint8 HWC image (grey allowed). See `preprocess_for_train`."""
   _check_train_args(crop, augment)
   crop_seed, flip_seed, augment_seed = _train_seeds(seed)
@@ -277,7 +276,7 @@ def train_image(image: tf.Tensor, image_size: int, seed: tf.Tensor, *, crop_padd
       image, image_size, crop, crop_seed, flip_seed, augment_seed, interpolation=interpolation,
       flip=flip, augment=augment, randaugment_layers=randaugment_layers,
       randaugment_magnitude=randaugment_magnitude, mean=mean, std=std,
-      augment_kwargs=augment_kwargs)
+      augment_kwargs=augment_kwargs, output_uint8=output_uint8)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -287,7 +286,8 @@ def preprocess_for_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tenso
                          std: Sequence[float] = _IMAGENET_STD, crop: str = 'inception',
                          flip: bool = True, augment: str = 'none', randaugment_layers: int = 2,
                          randaugment_magnitude: float = 10,
-                         augment_kwargs: dict | None = None) -> tf.Tensor:
+                         augment_kwargs: dict | None = None,
+                         output_uint8: bool = False) -> tf.Tensor:
   """Train preprocessing of encoded image bytes; deterministic given `seed`.
 
   Args:
@@ -305,9 +305,13 @@ def preprocess_for_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tenso
     randaugment_layers: RandAugment N.
     randaugment_magnitude: RandAugment M (TF scale: 10 = AutoAugment's maximum; more extrapolates).
     augment_kwargs: extra keyword arguments for the augment function (e.g. `translate_const`).
+    output_uint8: return the uint8 image, not normalised: with `augment='none'`, the image the
+      augmentation would have received, for the augmentation on the device
+      (`device_preprocessing`).
 
   Returns:
-    float32 [image_size, image_size, 3], normalised.
+    float32 [image_size, image_size, 3], normalised; uint8 and not normalised with
+    `output_uint8`.
   """
   _check_train_args(crop, augment)
   crop_seed, flip_seed, augment_seed = _train_seeds(seed)
@@ -321,4 +325,4 @@ def preprocess_for_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tenso
       image, image_size, crop, crop_seed, flip_seed, augment_seed, interpolation=interpolation,
       flip=flip, augment=augment, randaugment_layers=randaugment_layers,
       randaugment_magnitude=randaugment_magnitude, mean=mean, std=std,
-      augment_kwargs=augment_kwargs)
+      augment_kwargs=augment_kwargs, output_uint8=output_uint8)

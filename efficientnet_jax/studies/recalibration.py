@@ -58,6 +58,14 @@ def checkpoint_metrics(config, directory: str, num_batches: int = 0,
   return result
 
 
+def _train_images_fn(config):
+  """`(train batch images, step) -> model input`: augmented on the device if training does so."""
+  from efficientnet_jax.input import device_preprocessing  # pylint: disable=g-import-not-at-top
+  if not device_preprocessing.augment_on_device(config):
+    return lambda images, step: images
+  return jax.jit(device_preprocessing.train_images_fn(config))
+
+
 def _recalibrate(model, state, config, num_batches: int, batch_size: int):
   """The state with BN statistics re-estimated over `num_batches` training batches."""
   from efficientnet_jax.input import pipeline  # pylint: disable=g-import-not-at-top
@@ -71,7 +79,8 @@ def _recalibrate(model, state, config, num_batches: int, batch_size: int):
     return updates['batch_stats']
 
   batches = pipeline.train_iterator(config, global_batch_size=batch_size)
-  images = [next(batches)['image'] for _ in range(num_batches)]
+  prepare = _train_images_fn(config)
+  images = [prepare(next(batches)['image'], step) for step in range(num_batches)]
 
   def recalibrate(variables):
     return _population_stats([batch_stats(variables, x) for x in images])

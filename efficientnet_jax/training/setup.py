@@ -144,16 +144,32 @@ class Setup:
 
   @functools.cached_property
   def train_step(self):
-    """`train_step(state, batch, rng) -> (state, metrics)`, jitted over the mesh."""
+    """`train_step(state, batch, rng) -> (state, metrics)`, jitted over the mesh.
+
+    With augmentation on the device (`augment.on_device`), the step takes the uint8 images of
+    the host pipeline and augments and normalises them first.
+    """
     c = self.config
     return steps_lib.jit_train_step(steps_lib.make_train_step(
         self.model, self.tx, label_smoothing=c.label_smoothing, ema_decay=c.ema_decay,
-        grad_accum_steps=c.grad_accum_steps), self.mesh)
+        grad_accum_steps=c.grad_accum_steps, **_device_preprocessing(c, self.model)), self.mesh)
 
   @functools.cached_property
   def eval_step(self):
     """`eval_step(state, batch) -> sums`, jitted over the mesh."""
     return steps_lib.jit_eval_step(steps_lib.make_eval_step(self.model), self.mesh)
+
+
+def _device_preprocessing(config, model) -> dict[str, Any]:
+  """`make_train_step`'s `preprocess` argument when the train batch is augmented on the device.
+
+  Empty otherwise, so that the host-augmented step is built from the very same arguments.
+  """
+  # Inside the function: outside input/, the input part is never imported at module level.
+  from efficientnet_jax.input import device_preprocessing  # pylint: disable=g-import-not-at-top
+  if not device_preprocessing.augment_on_device(config):
+    return {}
+  return {'preprocess': device_preprocessing.train_images_fn(config, model.dtype)}
 
 
 def build(config, plan: Plan) -> Setup:

@@ -85,7 +85,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
 
 
 def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing: float,
-                    ema_decay: float, grad_accum_steps: int = 1
+                    ema_decay: float, grad_accum_steps: int = 1,
+                    preprocess: Callable[[jax.Array, jax.Array], jax.Array] | None = None
                     ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
   """Builds `train_step(state, batch, rng) -> (state, metrics)`.
 
@@ -104,6 +105,9 @@ def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing:
       normalised per micro-batch and their moving averages updated once per micro-batch (the
       model's momentum is `bn_momentum^(1/grad_accum_steps)`, see `model_from_config`, so their
       memory per optimizer step is the configured one).
+    preprocess: `preprocess(images, step) -> images`, applied to the global batch's images
+      before anything else: the augmentation and normalisation on the device
+      (`input.device_preprocessing.train_images_fn`). None: the batch arrives ready.
   """
 
   def loss_fn(params, batch_stats, images, labels, rng):
@@ -137,12 +141,13 @@ def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing:
 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array):
     rng = jax.random.fold_in(rng, state.step)
+    images = batch['image'] if preprocess is None else preprocess(batch['image'], state.step)
     if grad_accum_steps > 1:
       loss, batch_stats, accuracy, grads = accumulate(
-          state.params, state.batch_stats, batch['image'], batch['label'], rng)
+          state.params, state.batch_stats, images, batch['label'], rng)
     else:
       (loss, (batch_stats, accuracy)), grads = grad_fn(
-          state.params, state.batch_stats, batch['image'], batch['label'], rng)
+          state.params, state.batch_stats, images, batch['label'], rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = state.ema
