@@ -21,16 +21,37 @@ busy host the thread does not get a whole core, so the per-CPU-second rate of th
 is the per-core figure, and the cores needed to feed a step rate (`--target_images_per_sec`,
 e.g. the 12,000 img/s B0 target on one H100) come from it. The load average at start and end is
 recorded with the figures.
+
+timm's reference, measured by the same command: the `--stages` values
+  timm_decode       PIL `Image.open(...).convert('RGB')` (a full decode, as timm's ImageDataset);
+  timm_crop_flip    + timm's `create_transform(is_training=True, interpolation='bicubic',
+                    hflip=0.5)` without auto-augment or colour jitter:
+                    RandomResizedCropAndInterpolation, flip, ToTensor, Normalize;
+  timm_randaugment  the same with `auto_augment='rand-mM-nN-p1.0'` (M, N from the flags above;
+                    p1.0 because timm applies each op with probability 0.5 by default, ours always)
+run in a child process (`benchmarks/timm_input_pipeline.py`: TensorFlow and torch crash in one
+process, so this one never imports torch and the child never imports TensorFlow) on the same
+JPEG bytes, passed through a temporary directory, on one thread, with the same `--images` and
+`--warmup_images`. Each timm stage is paired with ours of the same name without `timm_`, and
+the ratio ours/timm of images per CPU second is reported for each pair. The default `--stages`
+has all six; without timm or torch installed the timm stages are skipped with one line.
+
+Every measurement runs `--repeats` times (default 3): the figures are the medians, with the
+minimum and maximum under `range`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
 import platform
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -42,6 +63,11 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from efficientnet_jax.input import preprocessing  # pylint: disable=g-import-not-at-top
 
 
+OUR_STAGES = ('decode', 'crop_flip', 'randaugment')
+TIMM_STAGES = tuple(f'timm_{stage}' for stage in OUR_STAGES)
+TIMM_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'timm_input_pipeline.py')
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--image_size', type=int, default=224)
@@ -51,9 +77,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument('--randaugment_layers', type=int, default=2)
   p.add_argument('--randaugment_magnitude', type=float, default=10)
   p.add_argument('--target_images_per_sec', type=float, default=12_000)
-  p.add_argument('--stages', default='decode,crop_flip,randaugment')
+  p.add_argument('--stages', default=','.join(OUR_STAGES + TIMM_STAGES),
+                 help=f'Comma list of {OUR_STAGES + TIMM_STAGES}.')
+  p.add_argument('--repeats', type=int, default=3,
+                 help='Runs of each measurement; median, min and max are reported.')
   p.add_argument('--json', action='store_true', help='Print one JSON object (last line).')
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  unknown = set(args.stages.split(',')) - set(OUR_STAGES + TIMM_STAGES)
+  if unknown:
+    p.error(f'unknown --stages {sorted(unknown)}; choose from {OUR_STAGES + TIMM_STAGES}')
+  if args.repeats < 1:
+    p.error('--repeats must be at least 1')
+  return args
 
 
 def synthetic_jpegs(count: int, height: int = 375, width: int = 500, seed: int = 0
@@ -114,28 +149,110 @@ def throughput(ds: tf.data.Dataset, images: int, warmup: int) -> tuple[float, fl
   return images / (time.perf_counter() - wall), images / (time.process_time() - cpu)
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-  load_before = os.getloadavg()
-  jpegs = synthetic_jpegs(args.num_jpegs)
-  results: dict[str, Any] = {}
-  for stage in args.stages.split(','):
-    fn = stage_fn(stage, args)
+def summarise(runs: dict[str, list[float]]) -> dict[str, Any]:
+  """Each metric's median over the repeats, and its [min, max] under 'range'."""
+  summary: dict[str, Any] = {metric: statistics.median(values) for metric, values in runs.items()}
+  summary['range'] = {metric: [min(values), max(values)] for metric, values in runs.items()}
+  summary['ms_per_image_per_core'] = 1e3 / summary['images_per_sec_per_core']
+  return summary
+
+
+def measure_ours(stage: str, jpegs: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
+  """One of our stages, one thread and AUTOTUNE, `args.repeats` times each."""
+  fn = stage_fn(stage, args)
+  runs: dict[str, list[float]] = {
+      'images_per_sec_per_core': [], 'images_per_cpu_sec': [], 'images_per_sec_autotune': [],
+      'images_per_cpu_sec_autotune': []}
+  for _ in range(args.repeats):
     one, one_cpu = throughput(dataset(jpegs, fn, 1, single_core=True), args.images,
                               args.warmup_images)
     auto, auto_cpu = throughput(dataset(jpegs, fn, None, single_core=False), args.images,
                                 args.warmup_images)
-    results[stage] = {'images_per_sec_per_core': one, 'images_per_cpu_sec': one_cpu,
-                      'ms_per_image_per_core': 1e3 / one, 'images_per_sec_autotune': auto,
-                      'images_per_cpu_sec_autotune': auto_cpu}
+    runs['images_per_sec_per_core'].append(one)
+    runs['images_per_cpu_sec'].append(one_cpu)
+    runs['images_per_sec_autotune'].append(auto)
+    runs['images_per_cpu_sec_autotune'].append(auto_cpu)
+  return summarise(runs)
+
+
+def timm_missing() -> str | None:
+  """Why the timm stages cannot run here (None if they can); looks without importing torch."""
+  missing = [name for name in ('torch', 'timm') if importlib.util.find_spec(name) is None]
+  return f'timm stages skipped: {" and ".join(missing)} not installed' if missing else None
+
+
+def timm_auto_augment(args: argparse.Namespace) -> str:
+  """timm's RandAugment string for our N and M; p1.0 applies every op, as ours does."""
+  return f'rand-m{round(args.randaugment_magnitude)}-n{args.randaugment_layers}-p1.0'
+
+
+def measure_timm(stages: list[str], jpegs: list[bytes], args: argparse.Namespace
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(timm stages' summaries, the child's versions and settings), from a child process."""
+  with tempfile.TemporaryDirectory(prefix='input_pipeline_jpegs_') as directory:
+    for index, jpeg in enumerate(jpegs):
+      with open(os.path.join(directory, f'{index:05d}.jpg'), 'wb') as f:
+        f.write(jpeg)
+    command = [sys.executable, TIMM_SCRIPT, f'--jpeg_dir={directory}',
+               f'--image_size={args.image_size}', f'--images={args.images}',
+               f'--warmup_images={args.warmup_images}', f'--repeats={args.repeats}',
+               f'--stages={",".join(stages)}', f'--auto_augment={timm_auto_augment(args)}',
+               '--json']
+    # One OpenMP/MKL thread from the start: set_num_threads(1) alone leaves pools made at import.
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+  if done.returncode != 0:
+    raise RuntimeError(f'{TIMM_SCRIPT} failed (exit {done.returncode}):\n{done.stderr[-3000:]}')
+  child = json.loads(done.stdout.strip().splitlines()[-1])
+  summaries = {stage: summarise(runs) for stage, runs in child.pop('stages').items()}
+  return summaries, child
+
+
+def ratios_to_timm(stages: dict[str, Any]) -> dict[str, Any]:
+  """For each of our stages measured with its timm counterpart: ours/timm per CPU second."""
+  ratios = {}
+  for ours, timm in zip(OUR_STAGES, TIMM_STAGES):
+    if ours in stages and timm in stages:
+      ours_rate = stages[ours]['images_per_cpu_sec']
+      timm_rate = stages[timm]['images_per_cpu_sec']
+      ratios[ours] = {'timm_stage': timm, 'ours_images_per_cpu_sec': ours_rate,
+                      'timm_images_per_cpu_sec': timm_rate,
+                      'ratio_per_cpu_sec': ours_rate / timm_rate}
+  return ratios
+
+
+def cores_needed(stages: dict[str, Any], target_images_per_sec: float) -> int | None:
+  """Cores of our fullest measured stage (randaugment if run) for the target; None if none ran."""
+  ours = [stage for stage in OUR_STAGES if stage in stages]
+  if not ours:
+    return None
   # Per CPU second, not per wall second: other processes on the host then do not lower it.
-  per_core = results[args.stages.split(',')[-1]]['images_per_cpu_sec']
+  return math.ceil(target_images_per_sec / stages[ours[-1]]['images_per_cpu_sec'])
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+  load_before = os.getloadavg()
+  requested = args.stages.split(',')
+  jpegs = synthetic_jpegs(args.num_jpegs)
+  stages = {stage: measure_ours(stage, jpegs, args) for stage in requested
+            if stage in OUR_STAGES}
+  timm: dict[str, Any] = {}
+  timm_stages = [stage for stage in requested if stage in TIMM_STAGES]
+  skipped = timm_missing() if timm_stages else None
+  if skipped:
+    print(skipped, file=sys.stderr, flush=True)
+    timm['skipped'] = skipped
+  elif timm_stages:
+    timm_summaries, timm = measure_timm(timm_stages, jpegs, args)
+    stages.update(timm_summaries)
   return {
       'image_size': args.image_size, 'jpeg_size': [500, 375],
       'jpeg_bytes_mean': float(np.mean([len(j) for j in jpegs])),
       'randaugment': [args.randaugment_layers, args.randaugment_magnitude],
-      'stages': results,
+      'repeats': args.repeats, 'images': args.images, 'warmup_images': args.warmup_images,
+      'stages': stages, 'vs_timm': ratios_to_timm(stages), 'timm': timm,
       'target_images_per_sec': args.target_images_per_sec,
-      'cores_needed_for_target': math.ceil(args.target_images_per_sec / per_core),
+      'cores_needed_for_target': cores_needed(stages, args.target_images_per_sec),
       'host_cpus': os.cpu_count(), 'cpu': _cpu_name(), 'load_average_before': load_before,
       'load_average_after': os.getloadavg(), 'tensorflow_version': tf.__version__,
       'python_version': platform.python_version(),
@@ -153,17 +270,34 @@ def _cpu_name() -> str:
   return platform.machine()
 
 
+def _rate(summary: dict[str, Any], metric: str) -> str:
+  """'median' or 'median (min–max)' when there were repeats."""
+  low, high = summary['range'][metric]
+  spread = f' ({low:.1f}–{high:.1f})' if high > low else ''
+  return f'{summary[metric]:7.1f}{spread}'
+
+
 def format_summary(r: dict[str, Any]) -> str:
   lines = [f'{r["image_size"]} px train preprocessing, {r["jpeg_size"][0]}×{r["jpeg_size"][1]} '
-           f'JPEGs ({r["jpeg_bytes_mean"] / 1e3:.0f} KB) on {r["host_cpus"]}× {r["cpu"]}']
+           f'JPEGs ({r["jpeg_bytes_mean"] / 1e3:.0f} KB) on {r["host_cpus"]}× {r["cpu"]}'
+           + (f'; median of {r["repeats"]} runs (min–max)' if r['repeats'] > 1 else '')]
   for stage, s in r['stages'].items():
-    lines.append(f'  {stage:12s} one thread {s["images_per_sec_per_core"]:7.1f} img/s '
-                 f'({s["images_per_cpu_sec"]:7.1f} per CPU-s); AUTOTUNE '
-                 f'{s["images_per_sec_autotune"]:7.1f} img/s '
-                 f'({s["images_per_cpu_sec_autotune"]:7.1f} per CPU-s)')
-  lines.append(f'  cores for {r["target_images_per_sec"]:,.0f} img/s: '
-               f'{r["cores_needed_for_target"]}  (load average {r["load_average_before"][0]:.1f}'
-               f' → {r["load_average_after"][0]:.1f})')
+    line = (f'  {stage:16s} one thread {_rate(s, "images_per_sec_per_core")} img/s, '
+            f'{_rate(s, "images_per_cpu_sec")} per CPU-s')
+    if stage in OUR_STAGES:
+      line += (f'; AUTOTUNE {_rate(s, "images_per_sec_autotune")} img/s, '
+               f'{_rate(s, "images_per_cpu_sec_autotune")} per CPU-s')
+    lines.append(line)
+  if r['vs_timm']:
+    lines.append(f'  {"per CPU-s, one thread":30s} {"ours":>8s} {"timm":>8s}  ours/timm')
+    for ours, v in r['vs_timm'].items():
+      lines.append(f'  {ours + " / " + v["timm_stage"]:30s} {v["ours_images_per_cpu_sec"]:8.1f} '
+                   f'{v["timm_images_per_cpu_sec"]:8.1f}  {v["ratio_per_cpu_sec"]:.2f}×')
+  if r['cores_needed_for_target'] is not None:
+    lines.append(f'  cores for {r["target_images_per_sec"]:,.0f} img/s: '
+                 f'{r["cores_needed_for_target"]}')
+  lines.append(f'  load average {r["load_average_before"][0]:.1f} → '
+               f'{r["load_average_after"][0]:.1f}')
   return '\n'.join(lines)
 
 

@@ -1,0 +1,49 @@
+"""benchmarks/input_pipeline_throughput.py: one command gives our stage, timm's and their ratio.
+
+Tiny settings (64 px, 8 timed images, one repeat) and only the decode stages: what is tested is
+the plumbing (the timm child process, the JSON), not the speed.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(REPO, 'benchmarks', 'input_pipeline_throughput.py')
+
+
+def run_script(*args: str) -> dict:
+  """The script's JSON (its last stdout line)."""
+  done = subprocess.run(
+      [sys.executable, SCRIPT, '--num_jpegs=4', '--images=8', '--warmup_images=2',
+       '--repeats=1', '--image_size=64', '--json', *args],
+      cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def timm_installed() -> bool:
+  # find_spec, not importorskip: importing torch here would cost seconds and is not needed.
+  return all(importlib.util.find_spec(name) is not None for name in ('torch', 'timm'))
+
+
+def test_one_command_gives_our_stage_timm_stage_and_ratio():
+  result = run_script('--stages=decode,timm_decode')
+
+  ours = result['stages']['decode']
+  assert ours['images_per_cpu_sec'] > 0
+  assert ours['range']['images_per_cpu_sec'] == [ours['images_per_cpu_sec']] * 2
+  if not timm_installed():
+    assert 'timm stages skipped' in result['timm']['skipped']
+    pytest.skip('timm or torch not installed: only our stage was measured')
+  timm = result['stages']['timm_decode']
+  assert timm['images_per_cpu_sec'] > 0 and timm['images_per_sec_per_core'] > 0
+  ratio = result['vs_timm']['decode']
+  assert ratio['timm_stage'] == 'timm_decode'
+  assert ratio['ratio_per_cpu_sec'] == pytest.approx(
+      ours['images_per_cpu_sec'] / timm['images_per_cpu_sec'])
+  assert result['timm']['torch_threads'] == 1
