@@ -43,6 +43,9 @@ TIMING_FIELDS = ('train_seconds',)
 # resumed or run elsewhere with other values.
 _NOT_IDENTITY = ('data_dir', 'manual_dir', 'compilation_cache_dir', 'log_every_steps',
                  'checkpoint_every_steps', 'keep_checkpoints')
+# Keys added after results were saved: hashed only when set (None, their default, leaves them
+# out), so that the results written before them still match their trials.
+_HASHED_ONLY_WHEN_SET = ('augment.on_device',)
 
 
 # Training stopped before a trial's last step (preempted); rerunning resumes it.
@@ -72,9 +75,14 @@ def config_hash(train_config) -> str:
   """A short hash of what a training config trains (paths and logging intervals excluded).
 
   Keys that moved into a group (`config.RENAMED_KEYS`) are hashed under their former flat
-  names, so results written before the move still match their trials.
+  names, and keys added later are left out while unset (`_HASHED_ONLY_WHEN_SET`), so results
+  written before still match their trials.
   """
   values = {k: v for k, v in train_config.to_dict().items() if k not in _NOT_IDENTITY}
+  for key in _HASHED_ONLY_WHEN_SET:
+    group, name = key.split('.')
+    if values.get(group, {}).get(name, 0) is None:
+      values[group] = {k: v for k, v in values[group].items() if k != name}
   for old, new in config_lib.RENAMED_KEYS.items():
     group, name = new.split('.')
     if name in values.get(group, {}):

@@ -118,6 +118,10 @@ def test_config_hash_is_unchanged_by_the_optimizer_key_groups():
   # results trained for the old recipe are then refused, as they should be.)
   assert sweep.config_hash(digits_curves.get_config().train) == 'd945b7e7efa3'
   assert sweep.config_hash(digits_search.get_config().train) == 'd945b7e7efa3'
+  # A key added since (augment.on_device) counts only once set: the draws then come from JAX.
+  train = digits_search.get_config().train
+  train.augment.on_device = True
+  assert sweep.config_hash(train) != 'd945b7e7efa3'
 
 
 # --- Subprocess runs of the real script -------------------------------------------------------
