@@ -18,10 +18,16 @@ they tolerate no difference at all.
 from efficientnet_jax import config
 
 
+# What makes the train and eval steps the programs they are; tests/training/test_loop.py's tiny
+# config shares it, so that its steps are this run's compiled programs (the cadence of steps,
+# logging and checkpoints is not part of them).
+PROGRAM = dict(dataset='digits', width=0.25, depth=0.25, image_size=32, dtype='float32',
+               batch_size=16, eval_batch_size=120, warmup_epochs=0.0, ema_decay=0.99,
+               learning_rate=0.00016, bn_group_size=0, depthwise_impl='conv',
+               **{'augment.policy': 'none'})
+
+
 def get_config(arg=None):
   return config.get_config(
-      'b0', arg, dataset='digits', width=0.25, depth=0.25, image_size=32, dtype='float32',
-      batch_size=16, eval_batch_size=120, total_steps=8, log_every_steps=1,
-      eval_every_steps=8, checkpoint_every_steps=2, keep_checkpoints=5, warmup_epochs=0.0,
-      ema_decay=0.99, learning_rate=0.00016, bn_group_size=0,
-      depthwise_impl='conv', **{'augment.policy': 'none'})
+      'b0', arg, total_steps=8, log_every_steps=1, eval_every_steps=8, checkpoint_every_steps=2,
+      keep_checkpoints=5, **PROGRAM)

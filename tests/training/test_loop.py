@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+import reliability_config
 from efficientnet_jax import config as config_lib
 from efficientnet_jax.errors import ConfigError
 from efficientnet_jax.input import pipeline
@@ -29,11 +30,8 @@ def tiny_config(**overrides):
   train and eval steps are the same programs as the session's reference run's and come from the
   persistent compilation cache (the number of steps is not part of the program).
   """
-  values = dict(dataset='digits', width=0.25, depth=0.25, image_size=32, dtype='float32',
-                batch_size=16, eval_batch_size=120, total_steps=3, log_every_steps=1,
-                eval_every_steps=3, checkpoint_every_steps=3, warmup_epochs=0.0, ema_decay=0.99,
-                learning_rate=0.00016, bn_group_size=0, depthwise_impl='conv',
-                **{'augment.policy': 'none'})
+  values = dict(reliability_config.PROGRAM, total_steps=3, log_every_steps=1,
+                eval_every_steps=3, checkpoint_every_steps=3)
   return config_lib.get_config('b0', **{**values, **overrides})
 
 
