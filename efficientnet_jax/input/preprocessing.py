@@ -150,6 +150,94 @@ def _decode_and_crop(image_bytes: tf.Tensor,
   return image
 
 
+# libjpeg decodes at 1/1, 1/2, 1/4 or 1/8 scale by running a smaller inverse DCT per 8×8 block:
+# each scaled pixel is the block's low-frequency content, so a 1/r decode costs a fraction of a
+# full one and is already low-pass filtered for a downscale by r.
+DCT_RATIOS = (1, 2, 4, 8)
+# tf.image.resize methods -> the kernel of `ScaleAndTranslate` with the same interpolation (Keys'
+# cubic with a = -0.5 is what ResizeBicubic uses with half-pixel centres). Others decode at 1/1.
+_SCALE_AND_TRANSLATE_KERNELS = {'bicubic': 'keyscubic', 'bilinear': 'triangle',
+                                'lanczos3': 'lanczos3', 'lanczos5': 'lanczos5',
+                                'gaussian': 'gaussian', 'mitchellcubic': 'mitchellcubic'}
+
+
+def dct_ratio(crop_height: tf.Tensor, crop_width: tf.Tensor, image_size: int) -> tf.Tensor:
+  """The largest r in `DCT_RATIOS` whose 1/r-scale crop still has `image_size` pixels per side.
+
+  So a crop is decoded at reduced scale only when it is at least twice the output size, and the
+  resize after it still only shrinks.
+  """
+  shorter = tf.minimum(crop_height, crop_width)
+  ratio = tf.constant(1, tf.int32)
+  for candidate in DCT_RATIOS[1:]:
+    ratio = tf.where(shorter >= candidate * image_size, candidate, ratio)
+  return ratio
+
+
+def _decode_crop_resize_scaled(image_bytes: tf.Tensor, window: Window, ratio: int,
+                               image_size: int, kernel: str) -> tf.Tensor:
+  """Decodes the window at 1/`ratio` scale and resamples exactly that window to `image_size`.
+
+  libjpeg's crop window is in scaled pixels, so the decoded region is the window rounded outwards
+  to whole scaled pixels; the resample then maps the output onto the original window's sub-pixel
+  position in it (scaled pixel i spans original pixels [r·i, r·(i+1))), so the geometry is the
+  full-scale path's.
+  """
+  offset_height, offset_width, crop_height, crop_width = (tf.cast(v, tf.int32) for v in window)
+  shape = tf.io.extract_jpeg_shape(image_bytes)
+  scaled = -(-shape[:2] // ratio)  # libjpeg's scaled image size: ceil(size / r).
+  top, left = offset_height // ratio, offset_width // ratio
+  bottom = tf.minimum(-(-(offset_height + crop_height) // ratio), scaled[0])
+  right = tf.minimum(-(-(offset_width + crop_width) // ratio), scaled[1])
+  image = tf.io.decode_and_crop_jpeg(
+      image_bytes, tf.stack([top, left, bottom - top, right - left]), channels=3, ratio=ratio)
+  # Output pixel v of the window maps to scaled pixel (offset + v·crop/size)/r - corner, i.e.
+  # v = u·scale + translation with scale = size·r/crop.
+  crop = tf.cast(tf.stack([crop_height, crop_width]), tf.float32)
+  corner = tf.cast(tf.stack([top, left]) * ratio - tf.stack([offset_height, offset_width]),
+                   tf.float32)
+  scale = image_size * float(ratio) / crop
+  translation = corner * image_size / crop
+  resized = tf.raw_ops.ScaleAndTranslate(
+      images=image[tf.newaxis], size=tf.constant([image_size, image_size]), scale=scale,
+      translation=translation, kernel_type=kernel, antialias=False)
+  return resized[0]
+
+
+def _decode_crop_resize(image_bytes: tf.Tensor,
+                        window_fn: Callable[[tf.Tensor, tf.Tensor], Window], image_size: int,
+                        interpolation: str, dct_scaling: bool) -> tf.Tensor:
+  """The window of `image_bytes` that `window_fn` picks, resized to float32 [size, size, 3].
+
+  With `dct_scaling`, a JPEG window at least twice `image_size` per side is decoded at reduced
+  scale (`dct_ratio`) and resampled with the same interpolation: the same crop, about the same
+  pixels (docs/benchmarks.md gives the measured difference), at a fraction of the decode cost.
+  Otherwise, and for other formats, exactly the full-scale decode, crop and `resize`.
+  """
+  kernel = _SCALE_AND_TRANSLATE_KERNELS.get(interpolation)
+
+  def full_scale() -> tf.Tensor:
+    return resize(_decode_and_crop(image_bytes, window_fn), image_size, interpolation)
+
+  if not dct_scaling or kernel is None:
+    return tf.reshape(full_scale(), [image_size, image_size, 3])
+
+  def reduced_scale() -> tf.Tensor:
+    shape = tf.io.extract_jpeg_shape(image_bytes)
+    window = window_fn(shape[0], shape[1])
+    ratio = dct_ratio(window[2], window[3], image_size)
+    # The ratio is an attribute of the decode op, so each one is its own branch.
+    branches = [lambda r=r: _decode_crop_resize_scaled(image_bytes, window, r, image_size, kernel)
+                for r in DCT_RATIOS[1:]]
+    at_full_scale = lambda: resize(tf.io.decode_and_crop_jpeg(
+        image_bytes, tf.stack(window), channels=3), image_size, interpolation)
+    index = tf.argmax(tf.equal(tf.constant(DCT_RATIOS), ratio), output_type=tf.int32)
+    return tf.switch_case(index, [at_full_scale] + branches)
+
+  image = tf.cond(tf.io.is_jpeg(image_bytes), reduced_scale, full_scale)
+  return tf.reshape(image, [image_size, image_size, 3])
+
+
 @tf.autograph.experimental.do_not_convert  # Plain TF ops: converting only slows tracing.
 def eval_image(image: tf.Tensor, image_size: int, *, crop_padding: int = 32,
                interpolation: str = 'bicubic', mean: Sequence[float] = _IMAGENET_MEAN,
@@ -169,7 +257,8 @@ def eval_image(image: tf.Tensor, image_size: int, *, crop_padding: int = 32,
 @tf.autograph.experimental.do_not_convert
 def preprocess_for_eval(image_bytes: tf.Tensor, image_size: int, *, crop_padding: int = 32,
                         interpolation: str = 'bicubic', mean: Sequence[float] = _IMAGENET_MEAN,
-                        std: Sequence[float] = _IMAGENET_STD) -> tf.Tensor:
+                        std: Sequence[float] = _IMAGENET_STD,
+                        dct_scaling: bool = False) -> tf.Tensor:
   """Eval preprocessing of encoded image bytes (JPEG/PNG/BMP/GIF).
 
   Args:
@@ -180,14 +269,16 @@ def preprocess_for_eval(image_bytes: tf.Tensor, image_size: int, *, crop_padding
     interpolation: a `tf.image.resize` method name ('bicubic', 'bilinear', ...).
     mean: per-channel mean on the 0..255 scale (see `NORMALIZATIONS`).
     std: per-channel std on the 0..255 scale.
+    dct_scaling: decode JPEG crops of at least twice `image_size` at reduced scale
+      (`_decode_crop_resize`).
 
   Returns:
     float32 [image_size, image_size, 3], normalised.
   """
-  image = _decode_and_crop(
-      image_bytes, lambda h, w: center_crop_window(h, w, image_size, crop_padding))
-  image = resize(image, image_size, interpolation)
-  return normalize(tf.reshape(image, [image_size, image_size, 3]), mean, std)
+  image = _decode_crop_resize(
+      image_bytes, lambda h, w: center_crop_window(h, w, image_size, crop_padding), image_size,
+      interpolation, dct_scaling)
+  return normalize(image, mean, std)
 
 
 def eval_image_file(path: str, image_size: int, **kwargs) -> np.ndarray:
@@ -226,12 +317,17 @@ def _pad_crop(image: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
 
 
 def _finish_train(image: tf.Tensor, image_size: int, crop: str, crop_seed: tf.Tensor,
-                  flip_seed: tf.Tensor, augment_seed: tf.Tensor, *, interpolation: str, flip: bool,
+                  flip_seed: tf.Tensor, augment_seed: tf.Tensor, *, interpolation: str | None, flip: bool,
                   augment: str, randaugment_layers: int, randaugment_magnitude: float,
                   mean: Sequence[float], std: Sequence[float],
                   augment_kwargs: dict | None, output_uint8: bool) -> tf.Tensor:
-  """Resize (and pad-crop), flip, augment and normalise (or not) an already cropped uint8 image."""
-  image = resize(image, image_size, interpolation)
+  """Resize (and pad-crop), flip, augment and normalise (or not) an already cropped image.
+
+  `image` is the cropped uint8 image, or with `interpolation=None` the crop already resized to
+  float32 [image_size, image_size, 3].
+  """
+  if interpolation is not None:
+    image = resize(image, image_size, interpolation)
   if crop == 'pad_crop':
     image = _pad_crop(image, image_size, crop_seed)
   if flip:
@@ -287,7 +383,7 @@ def preprocess_for_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tenso
                          flip: bool = True, augment: str = 'none', randaugment_layers: int = 2,
                          randaugment_magnitude: float = 10,
                          augment_kwargs: dict | None = None,
-                         output_uint8: bool = False) -> tf.Tensor:
+                         output_uint8: bool = False, dct_scaling: bool = False) -> tf.Tensor:
   """Train preprocessing of encoded image bytes; deterministic given `seed`.
 
   Args:
@@ -308,6 +404,8 @@ def preprocess_for_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tenso
     output_uint8: return the uint8 image, not normalised: with `augment='none'`, the image the
       augmentation would have received, for the augmentation on the device
       (`device_preprocessing`).
+    dct_scaling: decode JPEG crops of at least twice `image_size` at reduced scale
+      (`_decode_crop_resize`).
 
   Returns:
     float32 [image_size, image_size, 3], normalised; uint8 and not normalised with
@@ -316,9 +414,11 @@ def preprocess_for_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tenso
   _check_train_args(crop, augment)
   crop_seed, flip_seed, augment_seed = _train_seeds(seed)
   if crop == 'inception':
-    image = _decode_and_crop(
+    image = _decode_crop_resize(
         image_bytes,
-        lambda h, w: inception_crop_window(h, w, crop_seed, image_size, crop_padding))
+        lambda h, w: inception_crop_window(h, w, crop_seed, image_size, crop_padding),
+        image_size, interpolation, dct_scaling)
+    interpolation = None  # Already resized.
   else:
     image = decode_image(image_bytes)
   return _finish_train(
