@@ -2,14 +2,18 @@
 
   python benchmarks/input_pipeline_throughput.py --json [--target_images_per_sec=12000]
 
-Measures `preprocessing.preprocess_for_train` — the function the train pipeline maps over each
-example: JPEG decode of the crop window, TF's Inception crop, bicubic resize, random flip and
-RandAugment (N=2, M=10, B0's) — in three stages so that the cost of each part shows:
+Measures the host side of the train pipeline (`preprocessing.preprocess_for_train`, mapped over
+each example, batched as the pipeline batches) in stages, so that the cost of each part shows:
   decode       `tf.io.decode_jpeg` of the whole image (the floor);
-  crop_flip    preprocess_for_train with augment='none';
-  randaugment  preprocess_for_train with augment='randaugment' (what B0 training runs).
+  crop_flip    decode of the crop window, TF's Inception crop, bicubic resize, random flip, uint8
+               out: the whole host work with the augmentation on the device (`augment.on_device`);
+  randaugment  + RandAugment (N=2, M=10, B0's) on the host, uint8, normalised per batch, as the
+               pipeline does with the augmentation on the CPU;
+  autoaugment  + AutoAugment policy v0 (the published B0–B7 recipe) instead.
 Each stage runs in tf.data twice: `num_parallel_calls=1` on a one-thread private pool with
 intra-op parallelism 1 (images/s per core), and AUTOTUNE over all cores (how it scales here).
+`--dct_scaling` decodes crops of at least twice the output size at reduced JPEG scale
+(`preprocessing.dct_ratio`; never for 224 px crops of these 500×375 JPEGs).
 
 The JPEGs are made in memory: 500×375 (ImageNet's most common size) smooth colour fields with
 edges and fine grain, encoded at quality 90 with `tf.io.encode_jpeg`, so that they decode like
@@ -25,16 +29,18 @@ recorded with the figures.
 timm's reference, measured by the same command: the `--stages` values
   timm_decode       PIL `Image.open(...).convert('RGB')` (a full decode, as timm's ImageDataset);
   timm_crop_flip    + timm's `create_transform(is_training=True, interpolation='bicubic',
-                    hflip=0.5)` without auto-augment or colour jitter:
-                    RandomResizedCropAndInterpolation, flip, ToTensor, Normalize;
+                    hflip=0.5, use_prefetcher=True)` without auto-augment or colour jitter:
+                    RandomResizedCropAndInterpolation, flip, uint8 out (timm's default train
+                    loader normalises on the GPU, as our on-device path does);
   timm_randaugment  the same with `auto_augment='rand-mM-nN-p1.0'` (M, N from the flags above;
-                    p1.0 because timm applies each op with probability 0.5 by default, ours always)
+                    p1.0 because timm applies each op with probability 0.5 by default, ours always);
+  timm_autoaugment  the same with `auto_augment='v0'` (timm's port of TF's policy v0)
 run in a child process (`benchmarks/timm_input_pipeline.py`: TensorFlow and torch crash in one
 process, so this one never imports torch and the child never imports TensorFlow) on the same
 JPEG bytes, passed through a temporary directory, on one thread, with the same `--images` and
 `--warmup_images`. Each timm stage is paired with ours of the same name without `timm_`, and
 the ratio ours/timm of images per CPU second is reported for each pair. The default `--stages`
-has all six; without timm or torch installed the timm stages are skipped with one line.
+has all eight; without timm or torch installed the timm stages are skipped with one line.
 
 Every measurement runs `--repeats` times (default 3): the figures are the medians, with the
 minimum and maximum under `range`.
@@ -63,7 +69,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from efficientnet_jax.input import preprocessing  # pylint: disable=g-import-not-at-top
 
 
-OUR_STAGES = ('decode', 'crop_flip', 'randaugment')
+OUR_STAGES = ('decode', 'crop_flip', 'randaugment', 'autoaugment')
 TIMM_STAGES = tuple(f'timm_{stage}' for stage in OUR_STAGES)
 TIMM_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'timm_input_pipeline.py')
 
@@ -72,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--image_size', type=int, default=224)
   p.add_argument('--num_jpegs', type=int, default=64, help='Distinct synthetic JPEGs (cycled).')
-  p.add_argument('--images', type=int, default=600, help='Images timed per measurement.')
+  p.add_argument('--images', type=int, default=640, help='Images timed per measurement.')
   p.add_argument('--warmup_images', type=int, default=64)
   p.add_argument('--randaugment_layers', type=int, default=2)
   p.add_argument('--randaugment_magnitude', type=float, default=10)
@@ -81,6 +87,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  help=f'Comma list of {OUR_STAGES + TIMM_STAGES}.')
   p.add_argument('--repeats', type=int, default=3,
                  help='Runs of each measurement; median, min and max are reported.')
+  p.add_argument('--batch_size', type=int, default=32,
+                 help='Images per batch (the per-batch normalisation runs once per batch).')
+  p.add_argument('--dct_scaling', action='store_true',
+                 help='Decode large crops at reduced JPEG scale (preprocessing.dct_ratio).')
   p.add_argument('--json', action='store_true', help='Print one JSON object (last line).')
   args = p.parse_args(argv)
   unknown = set(args.stages.split(',')) - set(OUR_STAGES + TIMM_STAGES)
@@ -88,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.error(f'unknown --stages {sorted(unknown)}; choose from {OUR_STAGES + TIMM_STAGES}')
   if args.repeats < 1:
     p.error('--repeats must be at least 1')
+  if args.batch_size < 1 or args.images % args.batch_size or args.warmup_images % args.batch_size:
+    p.error(f'--images and --warmup_images must be multiples of --batch_size={args.batch_size}')
   return args
 
 
@@ -112,25 +124,36 @@ def synthetic_jpegs(count: int, height: int = 375, width: int = 500, seed: int =
   return images
 
 
-def stage_fn(stage: str, args: argparse.Namespace) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-  """`(jpeg bytes, seed) -> image` for one stage."""
+Stage = tuple[Callable[[tf.Tensor, tf.Tensor], tf.Tensor], Callable[[tf.Tensor], tf.Tensor]]
+
+
+def stage_fns(stage: str, args: argparse.Namespace) -> Stage:
+  """(`(jpeg bytes, seed) -> image`, `batch -> batch`) of one stage, as the train pipeline maps."""
   if stage == 'decode':
-    return lambda jpeg, seed: tf.io.decode_jpeg(jpeg, channels=3)
-  augment = {'crop_flip': 'none', 'randaugment': 'randaugment'}[stage]
-  return lambda jpeg, seed: preprocessing.preprocess_for_train(
-      jpeg, args.image_size, seed, augment=augment,
-      randaugment_layers=args.randaugment_layers,
-      randaugment_magnitude=args.randaugment_magnitude)
+    return (lambda jpeg, seed: tf.io.decode_jpeg(jpeg, channels=3)), (lambda batch: batch)
+  augment = {'crop_flip': 'none', 'randaugment': 'randaugment',
+             'autoaugment': 'autoaugment'}[stage]
+  # uint8 per image; the host normalises whole batches when it augments (pipeline.py).
+  image_fn = lambda jpeg, seed: preprocessing.preprocess_for_train(
+      jpeg, args.image_size, seed, augment=augment, randaugment_layers=args.randaugment_layers,
+      randaugment_magnitude=args.randaugment_magnitude, output_uint8=True,
+      dct_scaling=args.dct_scaling)
+  batch_fn = (lambda batch: batch) if stage == 'crop_flip' else preprocessing.normalize
+  return image_fn, batch_fn
 
 
-def dataset(jpegs: list[bytes], fn, parallel: int | None, single_core: bool) -> tf.data.Dataset:
-  """The JPEGs cycled forever, each with its own seed, mapped by `fn`."""
+def dataset(jpegs: list[bytes], fns: Stage, parallel: int | None, single_core: bool,
+            batch_size: int) -> tf.data.Dataset:
+  """The JPEGs cycled forever, each with its own seed, mapped and batched by `fns`."""
+  image_fn, batch_fn = fns
   table, count = tf.constant(jpegs), len(jpegs)
   ds = tf.data.Dataset.range(2**62).map(
       lambda i: (tf.gather(table, i % count), tf.stack([i, tf.constant(0, tf.int64)])))
-  ds = ds.map(fn, num_parallel_calls=parallel if parallel else tf.data.AUTOTUNE)
-  # Drain every image through one cheap reduction so the element is really produced.
-  ds = ds.map(lambda image: tf.reduce_sum(tf.cast(image, tf.float32)))
+  ds = ds.map(image_fn, num_parallel_calls=parallel if parallel else tf.data.AUTOTUNE)
+  if batch_size > 1:
+    ds = ds.batch(batch_size).map(batch_fn)
+  # Every element is produced in full by the maps; a one-pixel slice hands it over cheaply.
+  ds = ds.map(lambda images: tf.reshape(images, [-1])[:1])
   options = tf.data.Options()
   if single_core:
     options.threading.private_threadpool_size = 1
@@ -138,13 +161,14 @@ def dataset(jpegs: list[bytes], fn, parallel: int | None, single_core: bool) -> 
   return ds.with_options(options)
 
 
-def throughput(ds: tf.data.Dataset, images: int, warmup: int) -> tuple[float, float]:
+def throughput(ds: tf.data.Dataset, images: int, warmup: int, batch_size: int
+               ) -> tuple[float, float]:
   """(images per wall second, images per CPU second of this process)."""
   iterator = iter(ds)
-  for _ in range(warmup):
+  for _ in range(warmup // batch_size):
     next(iterator)
   wall, cpu = time.perf_counter(), time.process_time()
-  for _ in range(images):
+  for _ in range(images // batch_size):
     next(iterator)
   return images / (time.perf_counter() - wall), images / (time.process_time() - cpu)
 
@@ -159,15 +183,15 @@ def summarise(runs: dict[str, list[float]]) -> dict[str, Any]:
 
 def measure_ours(stage: str, jpegs: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
   """One of our stages, one thread and AUTOTUNE, `args.repeats` times each."""
-  fn = stage_fn(stage, args)
+  fns = stage_fns(stage, args)
   runs: dict[str, list[float]] = {
       'images_per_sec_per_core': [], 'images_per_cpu_sec': [], 'images_per_sec_autotune': [],
       'images_per_cpu_sec_autotune': []}
   for _ in range(args.repeats):
-    one, one_cpu = throughput(dataset(jpegs, fn, 1, single_core=True), args.images,
-                              args.warmup_images)
-    auto, auto_cpu = throughput(dataset(jpegs, fn, None, single_core=False), args.images,
-                                args.warmup_images)
+    one, one_cpu = throughput(dataset(jpegs, fns, 1, True, args.batch_size), args.images,
+                              args.warmup_images, args.batch_size)
+    auto, auto_cpu = throughput(dataset(jpegs, fns, None, False, args.batch_size), args.images,
+                                args.warmup_images, args.batch_size)
     runs['images_per_sec_per_core'].append(one)
     runs['images_per_cpu_sec'].append(one_cpu)
     runs['images_per_sec_autotune'].append(auto)
@@ -221,13 +245,11 @@ def ratios_to_timm(stages: dict[str, Any]) -> dict[str, Any]:
   return ratios
 
 
-def cores_needed(stages: dict[str, Any], target_images_per_sec: float) -> int | None:
-  """Cores of our fullest measured stage (randaugment if run) for the target; None if none ran."""
-  ours = [stage for stage in OUR_STAGES if stage in stages]
-  if not ours:
-    return None
+def cores_needed(stages: dict[str, Any], target_images_per_sec: float) -> dict[str, int]:
+  """Cores each of our measured stages needs for the target rate."""
   # Per CPU second, not per wall second: other processes on the host then do not lower it.
-  return math.ceil(target_images_per_sec / stages[ours[-1]]['images_per_cpu_sec'])
+  return {stage: math.ceil(target_images_per_sec / stages[stage]['images_per_cpu_sec'])
+          for stage in OUR_STAGES if stage in stages}
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -249,6 +271,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
       'image_size': args.image_size, 'jpeg_size': [500, 375],
       'jpeg_bytes_mean': float(np.mean([len(j) for j in jpegs])),
       'randaugment': [args.randaugment_layers, args.randaugment_magnitude],
+      'batch_size': args.batch_size, 'dct_scaling': args.dct_scaling,
       'repeats': args.repeats, 'images': args.images, 'warmup_images': args.warmup_images,
       'stages': stages, 'vs_timm': ratios_to_timm(stages), 'timm': timm,
       'target_images_per_sec': args.target_images_per_sec,
@@ -293,9 +316,9 @@ def format_summary(r: dict[str, Any]) -> str:
     for ours, v in r['vs_timm'].items():
       lines.append(f'  {ours + " / " + v["timm_stage"]:30s} {v["ours_images_per_cpu_sec"]:8.1f} '
                    f'{v["timm_images_per_cpu_sec"]:8.1f}  {v["ratio_per_cpu_sec"]:.2f}×')
-  if r['cores_needed_for_target'] is not None:
-    lines.append(f'  cores for {r["target_images_per_sec"]:,.0f} img/s: '
-                 f'{r["cores_needed_for_target"]}')
+  if r['cores_needed_for_target']:
+    lines.append(f'  cores for {r["target_images_per_sec"]:,.0f} img/s: ' + ', '.join(
+        f'{stage} {cores}' for stage, cores in r['cores_needed_for_target'].items()))
   lines.append(f'  load average {r["load_average_before"][0]:.1f} → '
                f'{r["load_average_after"][0]:.1f}')
   return '\n'.join(lines)

@@ -8,9 +8,11 @@ crash together. This script must not import TensorFlow; run as a script it block
 
 Stages, each the counterpart of one of ours:
   timm_decode       `Image.open(...).convert('RGB')`, a full decode (as timm's ImageDataset);
-  timm_crop_flip    + timm's train transform without augmentation:
-                    RandomResizedCropAndInterpolation (bicubic) + flip + ToTensor + Normalize;
-  timm_randaugment  the same transform with RandAugment (`--auto_augment`, e.g. 'rand-m10-n2-p1.0').
+  timm_crop_flip    + timm's train transform without augmentation, as its default train loader
+                    builds it (`use_prefetcher=True`): RandomResizedCropAndInterpolation
+                    (bicubic) + flip + uint8 array out; the loader normalises on the GPU;
+  timm_randaugment  the same transform with RandAugment (`--auto_augment`, e.g. 'rand-m10-n2-p1.0');
+  timm_autoaugment  the same transform with AutoAugment policy v0 (`auto_augment='v0'`).
 Everything runs on one thread (`torch.set_num_threads(1)`; PIL's decode and resize are
 single-threaded). The JPEGs are read into memory first and cycled; warm-up images are not timed.
 Each stage is measured `--repeats` times; the output holds every run's images per wall second
@@ -39,7 +41,7 @@ import timm  # pylint: disable=g-import-not-at-top
 from timm.data import create_transform  # pylint: disable=g-import-not-at-top
 import torch  # pylint: disable=g-import-not-at-top
 
-STAGES = ('timm_decode', 'timm_crop_flip', 'timm_randaugment')
+STAGES = ('timm_decode', 'timm_crop_flip', 'timm_randaugment', 'timm_autoaugment')
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,11 +76,12 @@ def stage_fn(stage: str, args: argparse.Namespace) -> Callable[[bytes], Any]:
   """`jpeg bytes -> image` for one stage."""
   if stage == 'timm_decode':
     return decode
-  auto_augment = {'timm_crop_flip': None, 'timm_randaugment': args.auto_augment}[stage]
+  auto_augment = {'timm_crop_flip': None, 'timm_randaugment': args.auto_augment,
+                  'timm_autoaugment': 'v0'}[stage]
   # color_jitter=None: timm adds ColorJitter(0.4) when there is no auto-augment; ours has none.
   transform = create_transform(input_size=args.image_size, is_training=True,
                                interpolation='bicubic', hflip=0.5, color_jitter=None,
-                               auto_augment=auto_augment)
+                               auto_augment=auto_augment, use_prefetcher=True)
   return lambda jpeg: transform(decode(jpeg))
 
 

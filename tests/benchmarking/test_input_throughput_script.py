@@ -1,7 +1,7 @@
 """benchmarks/input_pipeline_throughput.py: one command gives our stage, timm's and their ratio.
 
-Tiny settings (64 px, 8 timed images, one repeat) and only the decode stages: what is tested is
-the plumbing (the timm child process, the JSON), not the speed.
+Tiny settings (64 px, 8 timed images in batches of 2, one repeat) and two stages a side: what is
+tested is the plumbing (the timm child process, the batching, the JSON), not the speed.
 """
 
 import importlib.util
@@ -20,7 +20,7 @@ def run_script(*args: str) -> dict:
   """The script's JSON (its last stdout line)."""
   done = subprocess.run(
       [sys.executable, SCRIPT, '--num_jpegs=4', '--images=8', '--warmup_images=2',
-       '--repeats=1', '--image_size=64', '--json', *args],
+       '--repeats=1', '--image_size=64', '--batch_size=2', '--json', *args],
       cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   return json.loads(done.stdout.strip().splitlines()[-1])
@@ -32,7 +32,7 @@ def timm_installed() -> bool:
 
 
 def test_one_command_gives_our_stage_timm_stage_and_ratio():
-  result = run_script('--stages=decode,timm_decode')
+  result = run_script('--stages=decode,autoaugment,timm_decode,timm_autoaugment')
 
   ours = result['stages']['decode']
   assert ours['images_per_cpu_sec'] > 0
@@ -47,3 +47,5 @@ def test_one_command_gives_our_stage_timm_stage_and_ratio():
   assert ratio['ratio_per_cpu_sec'] == pytest.approx(
       ours['images_per_cpu_sec'] / timm['images_per_cpu_sec'])
   assert result['timm']['torch_threads'] == 1
+  assert result['vs_timm']['autoaugment']['timm_stage'] == 'timm_autoaugment'
+  assert result['cores_needed_for_target'].keys() == {'decode', 'autoaugment'}
