@@ -3,6 +3,7 @@
   grid.py           the constrained (α, β, γ) grid of step 1
   points.py         scaled models as points, their measured cost, the single-dimension solver
   sweep.py          resumable trials, `--list` / `--trial` / `--merge`, the scripts' command line
+  seeds.py          several seeds per trial: their training seeds, mean ± std, a lead within 1 std
   report.py         tables and plots of the results
   proxies.py        the proxy tasks trials train on (digits on a CPU, imagenette on an accelerator)
   recalibration.py  evaluating a trial's checkpoint after re-estimating its BN statistics

@@ -69,6 +69,16 @@ def single_point(base: Baseline, dimension: str, coefficient: float) -> Point:
   raise ValueError(f'Unknown dimension {dimension!r}; expected one of {DIMENSIONS}.')
 
 
+def scaled_point(base: Baseline, width: float = 1.0, depth: float = 1.0,
+                 resolution: float = 1.0) -> Point:
+  """The baseline with each dimension multiplied by its own coefficient (paper Fig. 4's models).
+
+  The resolution is rounded to the baseline's multiple, as compound scaling rounds it.
+  """
+  side = scaling.round_resolution(base.resolution * resolution, base.resolution_multiple)
+  return Point(base.width * width, base.depth * depth, side).rounded()
+
+
 def with_point(train_config, point: Point):
   """A copy of the training config that builds `point` (explicit width/depth/size, no φ)."""
   c = train_config.copy_and_resolve_references()

@@ -6,9 +6,12 @@ An experiment config is a ConfigDict with
   baseline  width, depth, resolution, resolution_multiple: the network every trial scales from
             (φ = 0), and the multiple scaled resolutions are rounded to;
   metric    the result field that ranks trials ('top1', 'recal_top1', 'ema_top1', …);
+  seeds     how many times each trial trains, seed index S with `train.seed + S` (default 1;
+            results then report each metric's mean and sample std over the seeds: `seeds.py`);
   recalibrate_bn_batches   0, or the batches to re-estimate BN statistics on before a 2nd eval;
   xla_backend_optimization_level   None (XLA's default) or 0 (see `digits_train`).
-The search and curves configs add their own section (`search`, `curves`).
+The search, curves and width-by-depth-and-resolution configs add their own section
+(`search`, `curves`, `fig4`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ def experiment(train, baseline: dict, **extra) -> ml_collections.ConfigDict:
   c.train = train
   c.baseline = ml_collections.ConfigDict(baseline)
   c.metric = 'top1'
+  # Not part of the training config (`train`), so its hash, which guards saved results, stays
+  # the same whatever the number of seeds.
+  c.seeds = 1
   # Training batches (of 64) to re-estimate BN statistics on before a second eval (`recal_*`
   # fields); 0: off. Short proxy runs may need it (`recalibration`).
   c.recalibrate_bn_batches = 0

@@ -3,12 +3,17 @@
 An experiment *plans* a deterministic list of `Trial`s from its config (planning measures FLOPs
 but trains nothing), then each trial trains in `DIR/trials/K/` with `loop.train_and_evaluate`:
 
-* a finished trial has `DIR/trials/K/result.json` (written atomically, last) and is skipped on
+* with `config.seeds` = N (default 1), each trial is N items, one per seed index S (`seeds.py`:
+  S trains with `train.seed + S`); seed index 0 trains in `DIR/trials/K/`, seed index S ≥ 1 in
+  `DIR/trials/K-seedS/`, so a single-seed sweep's directories are what they always were;
+* a finished item has `result.json` in its directory (written atomically, last) and is skipped on
   rerun; an unfinished one resumes from its own checkpoints;
-* `--list` prints one shell command per trial, so a cluster or pod sweep runs them anywhere that
-  sees DIR, in any order, in parallel;
-* merging reads every finished `result.json` and writes `DIR/results.json` sorted by trial id,
-  so it is the same whichever process ran which trial, except for the fields in `TIMING_FIELDS`.
+* `--list` prints one shell command per item (`--trial=K`, plus `--seed=S` when N > 1), so a
+  cluster or pod sweep runs them anywhere that sees DIR, in any order, in parallel; `--trial=K`
+  alone runs every seed of trial K in turn;
+* merging reads every finished `result.json`, combines each trial's seeds (mean, sample std and
+  every seed's figures: `seeds.aggregate`) and writes `DIR/results.json` sorted by trial id, so
+  it is the same whichever process ran which item, except for the fields in `TIMING_FIELDS`.
 
 Each result remembers what it was trained for (its record and a hash of the training config); a
 rerun with a different config in the same DIR stops with an error instead of mixing results.
@@ -32,6 +37,7 @@ from efficientnet_jax import cli
 from efficientnet_jax import config as config_lib
 from efficientnet_jax import errors
 from efficientnet_jax.studies import points as points_lib
+from efficientnet_jax.studies import seeds as seeds_lib
 
 FLAGS = flags.FLAGS
 RESULT_FILE = 'result.json'
@@ -67,8 +73,14 @@ class Trial:
   record: Mapping[str, Any]
 
 
-def trial_dir(workdir: str, trial_id: int) -> str:
-  return os.path.join(workdir, 'trials', str(trial_id))
+def trial_dir(workdir: str, trial_id: int, seed_index: int = 0) -> str:
+  """Where one seed of a trial trains: `trials/K` for seed index 0, else `trials/K-seedS`.
+
+  Seed index 0 keeps the single-seed directory, so raising `config.seeds` in a finished
+  single-seed sweep reuses its trials as seed 0 and trains only the new seeds.
+  """
+  name = str(trial_id) if seed_index == 0 else f'{trial_id}-seed{seed_index}'
+  return os.path.join(workdir, 'trials', name)
 
 
 def config_hash(train_config) -> str:
@@ -92,21 +104,30 @@ def config_hash(train_config) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def planned_record(trial: Trial, config) -> dict[str, Any]:
-  """The deterministic part of a trial's result: identity, size, measured cost, how evaluated."""
+def planned_record(trial: Trial, config, seed_index: int = 0) -> dict[str, Any]:
+  """The deterministic part of a seed's result: identity, size, measured cost, how evaluated.
+
+  `train_config_hash` is the experiment's training config's (the seeds share it); `seed` is the
+  training seed this seed index trains with.
+  """
   return {'trial': trial.id, **dataclasses.asdict(trial.point), **trial.record,
           'train_config_hash': config_hash(config.train),
-          'recal_batches': int(config.get('recalibrate_bn_batches') or 0)}
+          'recal_batches': int(config.get('recalibrate_bn_batches') or 0),
+          'seed_index': seed_index, 'seed': seeds_lib.training_seed(config, seed_index)}
 
 
-def load_result(workdir: str, trial: Trial, config) -> dict[str, Any] | None:
-  """A finished trial's result, or None; raises if it was trained for another config."""
-  path = os.path.join(trial_dir(workdir, trial.id), RESULT_FILE)
+def load_result(workdir: str, trial: Trial, config, seed_index: int = 0) -> dict[str, Any] | None:
+  """A finished seed's result, or None; raises if it was trained for another config."""
+  path = os.path.join(trial_dir(workdir, trial.id, seed_index), RESULT_FILE)
   if not os.path.exists(path):
     return None
   with open(path) as f:
     result = json.load(f)
-  expected = planned_record(trial, config)
+  if 'seed_index' not in result:
+    # Written before seeds existed: a single-seed trial, which is seed index 0, and its config
+    # hash (checked below) pins the seed it trained with to `train.seed`.
+    result.update(seed_index=0, seed=int(config.train.seed))
+  expected = planned_record(trial, config, seed_index)
   stale = {k: (result.get(k), v) for k, v in expected.items() if result.get(k) != v}
   if stale:
     raise ValueError(f'{path} was trained for another config (field: (stored, planned) = {stale}); '
@@ -117,8 +138,8 @@ def load_result(workdir: str, trial: Trial, config) -> dict[str, Any] | None:
 _METRICS = ('top1', 'top5', 'loss', 'ema_top1', 'ema_top5', 'ema_loss')
 
 
-def run_trial(workdir: str, trial: Trial, config) -> dict[str, Any]:
-  """Trains (or resumes) one trial and writes its result.json; returns the result.
+def run_trial(workdir: str, trial: Trial, config, seed_index: int = 0) -> dict[str, Any]:
+  """Trains (or resumes) one seed of a trial and writes its result.json; returns the result.
 
   Raises:
     TrialInterrupted: training stopped early (preempted); the checkpoint is kept.
@@ -131,8 +152,9 @@ def run_trial(workdir: str, trial: Trial, config) -> dict[str, Any]:
   from efficientnet_jax.training import loop
   from efficientnet_jax.training import setup
 
-  directory = trial_dir(workdir, trial.id)
+  directory = trial_dir(workdir, trial.id, seed_index)
   train_config = points_lib.with_point(config.train, trial.point)
+  train_config.seed = seeds_lib.training_seed(config, seed_index)
   start = time.time()
   metrics = loop.train_and_evaluate(train_config, directory)
   plan = setup.plan_for_dataset(train_config)
@@ -146,7 +168,7 @@ def run_trial(workdir: str, trial: Trial, config) -> dict[str, Any]:
     metrics = {k.removeprefix('eval_'): v for k, v in metrics.items()}
   else:  # Killed after its last checkpoint but before result.json: evaluate that checkpoint.
     metrics = recalibration.checkpoint_metrics(train_config, directory, num_batches=0)
-  result = planned_record(trial, config)
+  result = planned_record(trial, config, seed_index)
   result.update(steps=plan.total_steps, **{k: metrics.get(k) for k in _METRICS})
   recal_batches = result['recal_batches']
   if recal_batches:
@@ -158,17 +180,49 @@ def run_trial(workdir: str, trial: Trial, config) -> dict[str, Any]:
   return result
 
 
+def items(trials: Sequence[Trial], config) -> list[tuple[Trial, int]]:
+  """Every (trial, seed index) to train, trial by trial: the order a sequential run takes."""
+  return [(t, s) for t in trials for s in range(seeds_lib.count(config))]
+
+
 def merge(workdir: str, trials: Sequence[Trial], config) -> list[dict[str, Any]]:
-  """Writes `DIR/results.json` from every finished trial, sorted by trial id; returns it."""
-  results = [r for r in (load_result(workdir, t, config) for t in trials) if r is not None]
-  results.sort(key=lambda r: r['trial'])
-  _write_json(os.path.join(workdir, RESULTS_FILE), results)
-  return results
+  """Writes `DIR/results.json`: one record per trial with a finished seed, by trial id.
+
+  Each record combines the trial's finished seeds (`seeds.aggregate`); `unfinished` names the
+  seeds still missing. Returns the records.
+  """
+  by_trial: dict[int, list[dict[str, Any]]] = {}
+  for trial, seed_index in items(trials, config):
+    result = load_result(workdir, trial, config, seed_index)
+    if result is not None:
+      by_trial.setdefault(trial.id, []).append(result)
+  records = [seeds_lib.aggregate(by_trial[k], _metric_fields(by_trial[k]), TIMING_FIELDS)
+             for k in sorted(by_trial)]
+  _write_json(os.path.join(workdir, RESULTS_FILE), records)
+  return records
+
+
+def unfinished(workdir: str, trials: Sequence[Trial], config) -> list[tuple[int, int]]:
+  """The (trial id, seed index) pairs without a result.json yet."""
+  return [(t.id, s) for t, s in items(trials, config)
+          if not os.path.exists(os.path.join(trial_dir(workdir, t.id, s), RESULT_FILE))]
+
+
+def _metric_fields(results: Sequence[Mapping[str, Any]]) -> list[str]:
+  """The evaluated fields of a trial's results: the raw and, if any, the recalibrated ones."""
+  return [f for f in (*_METRICS, *(f'recal_{k}' for k in _METRICS))
+          if any(f in r for r in results)]
 
 
 def without_timing(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-  """Results minus wall-clock fields: what must agree between any two runs of the same trials."""
-  return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in results]
+  """Results minus wall-clock fields: what must agree between any two runs of the same trials.
+
+  The fields go from each record and from each of its seeds (`per_seed`).
+  """
+  def strip(record):
+    return {k: ([strip(s) for s in v] if k == seeds_lib.PER_SEED else v)
+            for k, v in record.items() if k not in TIMING_FIELDS}
+  return [strip(r) for r in results]
 
 
 def _write_json(path: str, value) -> None:
@@ -193,8 +247,10 @@ def define_flags() -> None:
   config_flags.DEFINE_config_file('config', None, 'Experiment config file '
                                   '(experiments/configs/NAME.py[:arg]).', lock_config=True)
   flags.DEFINE_string('workdir', None, 'Experiment directory (trials/, results.*).')
-  flags.DEFINE_bool('list', False, 'Print one shell command per trial and exit.')
-  flags.DEFINE_integer('trial', None, 'Run only this trial (no merge).')
+  flags.DEFINE_bool('list', False, 'Print one shell command per (trial, seed) and exit.')
+  flags.DEFINE_integer('trial', None, 'Run only this trial, every seed of it (no merge).')
+  flags.DEFINE_integer('seed', None, 'With --trial: run only this seed index '
+                       '(0..config.seeds - 1; it trains with train.seed + index).')
   flags.DEFINE_bool('merge', False, 'Only merge the finished trials into results.* (no training).')
   flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -219,18 +275,28 @@ def apply_runtime_settings(config, workdir: str) -> None:
                        os.path.join(workdir, 'xla_cache'))
 
 
-def trial_commands(trials: Sequence[Trial], argv: Sequence[str]) -> list[str]:
-  """One shell command per trial: this script, the same config flags, `--trial=K`."""
+def trial_commands(trials: Sequence[Trial], argv: Sequence[str],
+                   seed_count: int = 1) -> list[str]:
+  """One shell command per (trial, seed): this script, the same config flags, `--trial=K`.
+
+  With several seeds each command also names its seed index (`--seed=S`); with one it does not,
+  so a single-seed sweep's commands are what they always were.
+  """
   kept, args = [], list(argv[1:])
   while args:
     arg = args.pop(0)
     name = arg.lstrip('-').split('=', 1)[0]
-    if name in ('list', 'nolist', 'merge', 'nomerge', 'trial'):
-      if name == 'trial' and '=' not in arg and args:
+    if name in ('list', 'nolist', 'merge', 'nomerge', 'trial', 'seed'):
+      if name in ('trial', 'seed') and '=' not in arg and args:
         args.pop(0)  # `--trial K`
       continue
     kept.append(arg)
-  return [shlex.join(['python', argv[0], *kept, f'--trial={t.id}']) for t in trials]
+  commands = []
+  for trial in trials:
+    for seed_index in range(seed_count):
+      selected = [f'--trial={trial.id}'] + ([f'--seed={seed_index}'] if seed_count > 1 else [])
+      commands.append(shlex.join(['python', argv[0], *kept, *selected]))
+  return commands
 
 
 def main(planner: Planner, reporter: Reporter) -> Callable[[list[str]], None]:
@@ -245,25 +311,26 @@ def main(planner: Planner, reporter: Reporter) -> Callable[[list[str]], None]:
       raise ValueError(f'Unexpected arguments {argv[1:]}; options are --flag=value.')
     cli.quiet_libraries()
     config, workdir = FLAGS.config, FLAGS.workdir
+    seed_count = seeds_lib.count(config)
     apply_runtime_settings(config, workdir)
     trials = planner(config)
     if FLAGS.list:
-      print('\n'.join(trial_commands(trials, sys.argv)), flush=True)
+      print('\n'.join(trial_commands(trials, sys.argv, seed_count)), flush=True)
       return
     if FLAGS.trial is not None:
-      by_id = {t.id: t for t in trials}
-      if FLAGS.trial not in by_id:
-        raise ValueError(f'--trial={FLAGS.trial} is not a trial of this config; ids are '
-                         f'0..{len(trials) - 1} (see --list).')
-      _run_or_skip(workdir, by_id[FLAGS.trial], config, len(trials))
+      for trial, seed_index in _selected(trials, seed_count):
+        _run_or_skip(workdir, trial, config, len(trials), seed_index)
       return
+    if FLAGS.seed is not None:
+      raise ValueError('--seed selects a seed of the trial that --trial names; pass both.')
     if not FLAGS.merge:
-      for trial in trials:
-        _run_or_skip(workdir, trial, config, len(trials))
+      for trial, seed_index in items(trials, config):
+        _run_or_skip(workdir, trial, config, len(trials), seed_index)
     results = merge(workdir, trials, config)
-    missing = sorted({t.id for t in trials} - {r['trial'] for r in results})
+    missing = unfinished(workdir, trials, config)
     if missing:
-      print(f'not finished yet: trials {missing} (run them, then --merge again)', flush=True)
+      print(f'not finished yet: {_describe(missing, seed_count)} (run them, then --merge again)',
+            flush=True)
     if not results:
       raise ValueError(f'No finished trials in {workdir}; run some first.')
     reporter(config, results, workdir)
@@ -271,17 +338,42 @@ def main(planner: Planner, reporter: Reporter) -> Callable[[list[str]], None]:
   return _main
 
 
-def _run_or_skip(workdir: str, trial: Trial, config, count: int) -> None:
+def _selected(trials: Sequence[Trial], seed_count: int) -> list[tuple[Trial, int]]:
+  """The items `--trial=K [--seed=S]` names: every seed of trial K, or just seed S of it."""
+  by_id = {t.id: t for t in trials}
+  if FLAGS.trial not in by_id:
+    raise ValueError(f'--trial={FLAGS.trial} is not a trial of this config; ids are '
+                     f'0..{len(trials) - 1} (see --list).')
+  if FLAGS.seed is None:
+    return [(by_id[FLAGS.trial], s) for s in range(seed_count)]
+  if not 0 <= FLAGS.seed < seed_count:
+    raise ValueError(f'--seed={FLAGS.seed} is not a seed index of this config; indices are '
+                     f'0..{seed_count - 1} (config.seeds = {seed_count}).')
+  return [(by_id[FLAGS.trial], FLAGS.seed)]
+
+
+def _describe(missing: Sequence[tuple[int, int]], seed_count: int) -> str:
+  """'trials [2, 3]', or with several seeds 'trial 2 seed 1, trial 3 seed 0'."""
+  if seed_count == 1:
+    return f'trials {[k for k, _ in missing]}'
+  return ', '.join(f'trial {k} seed {s}' for k, s in missing)
+
+
+def _run_or_skip(workdir: str, trial: Trial, config, count: int, seed_index: int = 0) -> None:
   label = ', '.join(f'{k}={v}' for k, v in trial.record.items() if k in _LABELS)
-  if load_result(workdir, trial, config) is not None:
-    print(f'trial {trial.id}/{count}: finished before, skipped ({label})', flush=True)
+  seed_count = seeds_lib.count(config)
+  name = f'trial {trial.id}/{count}' + (
+      f', seed {seed_index}/{seed_count}' if seed_count > 1 else '')
+  if load_result(workdir, trial, config, seed_index) is not None:
+    print(f'{name}: finished before, skipped ({label})', flush=True)
     return
-  print(f'trial {trial.id}/{count}: training {label} at {trial.point}', flush=True)
-  result = run_trial(workdir, trial, config)
+  print(f'{name}: training {label} at {trial.point}', flush=True)
+  result = run_trial(workdir, trial, config, seed_index)
   scores = ', '.join(f'{k} {result[k]:.4f}' for k in ('top1', 'recal_top1', 'ema_top1')
                      if result.get(k) is not None)
-  print(f'trial {trial.id}/{count}: {scores}, {result["train_seconds"]:.0f} s', flush=True)
+  print(f'{name}: {scores}, {result["train_seconds"]:.0f} s', flush=True)
 
 
 # Record fields worth a progress line.
-_LABELS = ('alpha', 'beta', 'gamma', 'series', 'phi', 'coefficient')
+_LABELS = ('alpha', 'beta', 'gamma', 'series', 'phi', 'coefficient', 'width_coefficient',
+           'depth_coefficient', 'resolution_coefficient')
