@@ -26,6 +26,7 @@ import shared_runs
 from efficientnet_jax.studies import grid
 from efficientnet_jax.studies import points
 from efficientnet_jax.studies import report
+from efficientnet_jax.studies import seeds
 from efficientnet_jax.studies import sweep
 from experiments import compound_search
 from experiments import scaling_curves
@@ -205,22 +206,45 @@ def test_rerun_skips_finished_trials(tiny_search, tmp_path, search_root):
 
 # --- The notebook --------------------------------------------------------------------------------
 
-def test_notebook_executes_on_saved_results():
+def _made_up_width_results(directory):
+  """A results.json of width_by_depth_res.py: two (d, r) curves of two widths, two seeds each."""
+  records = []
+  for d, r in ((1.0, 1.0), (2.0, 1.3)):
+    for w in (1.0, 1.4):
+      values = [0.5 + 0.1 * w + 0.05 * d, 0.52 + 0.1 * w]
+      mean, std = seeds.mean_std(values)
+      records.append({'trial': len(records), 'depth_coefficient': d, 'resolution_coefficient': r,
+                      'width_coefficient': w, 'width': 0.5 * w, 'depth': 0.25 * d,
+                      'resolution': 32 if r > 1 else 24, 'params': 1000,
+                      'flops': 1e6 * w * w * d * r * r, 'flops_ratio': w * w * d * r * r,
+                      'top1': mean, 'top1_std': std, 'ema_top1': mean, 'ema_top1_std': std,
+                      'seeds': [0, 1], 'per_seed': [{'seed_index': s, 'seed': s, 'top1': v}
+                                                    for s, v in enumerate(values)]})
+  directory.mkdir()
+  (directory / sweep.RESULTS_FILE).write_text(json.dumps(records))
+  return directory
+
+
+def test_notebook_executes_on_saved_results(tmp_path):
   nbformat = pytest.importorskip('nbformat')
   nbclient = pytest.importorskip('nbclient')
   notebook_dir = REPO / 'experiments' / 'notebooks'  # Where a reader opens it.
   notebook = nbformat.read(notebook_dir / 'scaling_ablation.ipynb', 4)
   parameters = [c for c in notebook.cells if 'parameters' in c.metadata.get('tags', [])]
   assert len(parameters) == 1
+  width = _made_up_width_results(tmp_path / 'width')
   parameters[0].source = (f"SEARCH_DIR = {str(DATA / 'search')!r}\n"
-                          f"CURVES_DIR = {str(DATA / 'curves')!r}\nMETRIC = 'top1'\n")
+                          f"CURVES_DIR = {str(DATA / 'curves')!r}\n"
+                          f"WIDTH_DIR = {str(width)!r}\nMETRIC = 'top1'\n")
   nbclient.NotebookClient(notebook, timeout=300, kernel_name='python3',
                           resources={'metadata': {'path': str(notebook_dir)}}).execute()
   outputs = [o for c in notebook.cells if c.cell_type == 'code' for o in c.get('outputs', [])]
   assert not [o for o in outputs if o.output_type == 'error']
   text = ''.join(o.get('text', '') for o in outputs)
   assert 'best: alpha=' in text
-  assert sum('image/png' in o.get('data', {}) for o in outputs) == 3  # search, ratios, curves.
+  assert 'width: 4 trials' in text
+  # search, ratios, curves, width curves.
+  assert sum('image/png' in o.get('data', {}) for o in outputs) == 4
 
 
 def test_report_writes_tables_and_plots_from_saved_results(tmp_path):
