@@ -29,6 +29,7 @@ import difflib
 from typing import Any
 
 from efficientnet_jax import recipes
+from efficientnet_jax.errors import ConfigError
 from efficientnet_jax.models import scaling
 
 # Short names accepted in the ':arg' string, mapped to config keys.
@@ -46,7 +47,7 @@ OPTIONAL_TYPES: dict[str, type] = {
     'width': float, 'depth': float, 'phi': float, 'data_dir': str, 'manual_dir': str,
     'image_size': int, 'total_steps': int, 'grad_clip_norm': float, 'init_from': str,
     'compilation_cache_dir': str, 'xla_backend_optimization_level': int, 'bn_group_size': int,
-    'on_device': bool,
+    'on_device': bool, 'data_service_address': str,
 }
 # What a dataset implies, applied when ':dataset=NAME' (or a config's defaults) selects it.
 DATASET_PRESETS: dict[str, dict[str, Any]] = {
@@ -103,6 +104,9 @@ def defaults(model: str) -> dict[str, Any]:
       'crop_padding': 32,
       'shuffle_buffer': 16_384,
       'bad_image_policy': 'fail',
+      # A tf.data service dispatcher (grpc://HOST:PORT or HOST:PORT) whose workers run the train
+      # preprocessing (input/data_service.py; digits and image folders only); None: locally.
+      'data_service_address': None,
       'augment': {
           'crop': 'inception', 'flip': True,
           # The policy behind the variant's published number, and TF's RandAugment magnitude
@@ -178,7 +182,31 @@ def get_config(model: str, arg: str | None = None, **overrides):
   if values['bn_group_size'] is None:  # Derived last, from the final batch.
     values['bn_group_size'] = recipes.tf_bn_group_size(values['batch_size'],
                                                        values['grad_accum_steps'])
+  check_data_service_address(values['data_service_address'])
   return _wrap(values)
+
+
+def split_data_service_address(address: str) -> tuple[str, int]:
+  """(host, port) of a tf.data service address `grpc://HOST:PORT` or `HOST:PORT`.
+
+  Raises:
+    ConfigError: anything else (another protocol, no port, a port out of range).
+  """
+  fix = ('use grpc://HOST:PORT or HOST:PORT of the dispatcher (e.g. grpc://10.0.0.2:5050), or '
+         'none for the local pipeline')
+  rest = address.removeprefix('grpc://') if isinstance(address, str) else ''
+  host, _, port = rest.rpartition(':')
+  host = host.removeprefix('[').removesuffix(']')  # [IPv6]:PORT
+  if not host or '://' in rest or '/' in rest or not port.isdigit() or not 0 < int(port) < 65536:
+    raise ConfigError(f'config.data_service_address={address!r} is not a tf.data service '
+                      f'dispatcher address; {fix}.')
+  return host, int(port)
+
+
+def check_data_service_address(address: str | None) -> None:
+  """Raises ConfigError unless `address` is None or a dispatcher address TF accepts."""
+  if address is not None:
+    split_data_service_address(address)
 
 
 def canonical_key(key: str) -> str:
