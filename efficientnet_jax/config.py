@@ -102,6 +102,10 @@ def defaults(model: str) -> dict[str, Any]:
       'normalization': 'lite' if variant.lite else 'imagenet',
       'interpolation': 'bilinear' if variant.lite else 'bicubic',
       'crop_padding': 32,
+      # Decode a JPEG crop of at least twice image_size per side at a reduced DCT scale (1/2,
+      # 1/4, 1/8), then resize: faster on large photos, a few levels from the full-scale crop
+      # (docs/benchmarks.md measures both). Off: the recipe's pixels exactly.
+      'jpeg_dct_scaling': False,
       'shuffle_buffer': 16_384,
       'bad_image_policy': 'fail',
       # A tf.data service dispatcher (grpc://HOST:PORT or HOST:PORT) whose workers run the train

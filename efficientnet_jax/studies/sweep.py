@@ -46,12 +46,12 @@ RESULTS_FILE = 'results.json'
 # so they are left out when results are compared (see `without_timing`).
 TIMING_FIELDS = ('train_seconds',)
 # Config keys that say where things are or how often to log, not what is trained: a trial may be
-# resumed or run elsewhere with other values.
+# resumed or run elsewhere with other values. (The tf.data service makes the local batches.)
 _NOT_IDENTITY = ('data_dir', 'manual_dir', 'compilation_cache_dir', 'log_every_steps',
-                 'checkpoint_every_steps', 'keep_checkpoints')
-# Keys added after results were saved: hashed only when set (None, their default, leaves them
-# out), so that the results written before them still match their trials.
-_HASHED_ONLY_WHEN_SET = ('augment.on_device',)
+                 'checkpoint_every_steps', 'keep_checkpoints', 'data_service_address')
+# Keys added after results were saved, with their defaults: hashed only when set to another
+# value, so that the results written before them still match their trials.
+_HASHED_ONLY_WHEN_SET = {'augment.on_device': None, 'jpeg_dct_scaling': False}
 
 
 # Training stopped before a trial's last step (preempted); rerunning resumes it.
@@ -91,10 +91,15 @@ def config_hash(train_config) -> str:
   written before still match their trials.
   """
   values = {k: v for k, v in train_config.to_dict().items() if k not in _NOT_IDENTITY}
-  for key in _HASHED_ONLY_WHEN_SET:
-    group, name = key.split('.')
-    if values.get(group, {}).get(name, 0) is None:
-      values[group] = {k: v for k, v in values[group].items() if k != name}
+  for key, default in _HASHED_ONLY_WHEN_SET.items():
+    *group, name = key.split('.')
+    holder = values[group[0]] if group else values
+    if name in holder and holder[name] == default:
+      holder = {k: v for k, v in holder.items() if k != name}
+      if group:
+        values[group[0]] = holder
+      else:
+        values = holder
   for old, new in config_lib.RENAMED_KEYS.items():
     group, name = new.split('.')
     if name in values.get(group, {}):

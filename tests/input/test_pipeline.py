@@ -221,3 +221,49 @@ def test_missing_tfds_dataset_has_a_clear_error(tmp_path):
   config = _config(dataset='imagenet2012', data_dir=str(tmp_path), num_classes=1000)
   with pytest.raises(FileNotFoundError, match=r"'imagenet2012' not found in .*tfds build"):
     sources.dataset_info(config)
+
+
+@pytest.mark.parametrize('policy', ['randaugment', 'autoaugment'])
+def test_host_augmented_batch_is_normalised_once_with_the_per_example_recipes_values(policy):
+  # With a host policy each example leaves the map as uint8 and the batch is normalised after
+  # batching; that must give the recipe's per-example float output bit for bit.
+  config = _config(image_size=48, interpolation='bicubic', crop_padding=32)
+  config.augment.update(crop='inception', flip=True, policy=policy)
+  preprocess, finish_batch = pipeline._train_preprocess_fn(config, encoded=True)
+  from sklearn.datasets import load_sample_image  # pylint: disable=g-import-not-at-top
+  jpeg = tf.io.encode_jpeg(load_sample_image('china.jpg')[::4, ::4], quality=90)
+  seeds = [tf.constant([seed, 7], tf.int64) for seed in range(6)]
+  per_example = [preprocess(jpeg, seed) for seed in seeds]
+  assert all(image.dtype == tf.uint8 for image in per_example)
+  batch = finish_batch({'image': tf.stack(per_example), 'label': tf.zeros([6], tf.int32)})
+  mean, std = pipeline.device_preprocessing.normalization(config)
+  expected = [pipeline.preprocessing.preprocess_for_train(
+      jpeg, 48, seed, crop_padding=32, interpolation='bicubic', mean=mean, std=std,
+      crop='inception', flip=True, augment=policy, randaugment_layers=2,
+      randaugment_magnitude=10) for seed in seeds]
+  assert batch['image'].dtype == tf.float32
+  np.testing.assert_array_equal(batch['image'].numpy(), np.stack(expected))
+
+
+def test_policy_none_and_on_device_batches_are_left_as_the_examples_are():
+  config = _config()
+  _, finish_batch = pipeline._train_preprocess_fn(config, encoded=False)
+  batch = {'image': tf.zeros([2, 4, 4, 3]), 'label': tf.zeros([2], tf.int32)}
+  assert finish_batch(batch) is batch
+  config.augment.policy = 'randaugment'
+  config.augment.on_device = True
+  _, finish_batch = pipeline._train_preprocess_fn(config, encoded=False)
+  assert finish_batch(batch) is batch
+
+
+def test_jpeg_dct_scaling_reaches_the_decode(monkeypatch):
+  seen = []
+  monkeypatch.setattr(pipeline.preprocessing, 'preprocess_for_train',
+                      lambda *args, **kwargs: seen.append(kwargs['dct_scaling']))
+  monkeypatch.setattr(pipeline.preprocessing, 'preprocess_for_eval',
+                      lambda *args, **kwargs: seen.append(kwargs['dct_scaling']))
+  for value in (False, True):
+    config = _config(jpeg_dct_scaling=value)
+    pipeline._train_preprocess_fn(config, encoded=True)[0](b'', None)
+    pipeline._eval_preprocess_fn(config, encoded=True)(b'')
+  assert seen == [False, False, True, True]
