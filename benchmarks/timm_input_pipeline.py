@@ -12,7 +12,8 @@ Stages, each the counterpart of one of ours:
                     builds it (`use_prefetcher=True`): RandomResizedCropAndInterpolation
                     (bicubic) + flip + uint8 array out; the loader normalises on the GPU;
   timm_randaugment  the same transform with RandAugment (`--auto_augment`, e.g. 'rand-m10-n2-p1.0');
-  timm_autoaugment  the same transform with AutoAugment policy v0 (`auto_augment='v0'`).
+  timm_autoaugment  the same transform with AutoAugment policy v0 (`auto_augment='v0'`; its
+                    0-bit Posterize as Pillow < 11 computed it, see allow_zero_bit_posterize).
 Everything runs on one thread (`torch.set_num_threads(1)`; PIL's decode and resize are
 single-threaded). The JPEGs are read into memory first and cycled; warm-up images are not timed.
 Each stage is measured `--repeats` times; the output holds every run's images per wall second
@@ -36,6 +37,7 @@ if __name__ == '__main__':
   sys.modules.setdefault('tensorflow', None)
 
 from PIL import Image  # pylint: disable=g-import-not-at-top
+from PIL import ImageOps  # pylint: disable=g-import-not-at-top
 import PIL  # pylint: disable=g-import-not-at-top
 import timm  # pylint: disable=g-import-not-at-top
 from timm.data import create_transform  # pylint: disable=g-import-not-at-top
@@ -72,10 +74,32 @@ def decode(jpeg: bytes) -> Image.Image:
   return Image.open(io.BytesIO(jpeg)).convert('RGB')
 
 
+def allow_zero_bit_posterize() -> None:
+  """Lets timm's AutoAugment v0 run on Pillow >= 11, as it runs on the Pillow it was written for.
+
+  v0 has Posterize at level 0, which timm maps to 0 bits; Pillow before 11 made that a black
+  image (its mask `~(2**8 - 1)` keeps no bit), Pillow 11 and later raise ValueError. Giving 0
+  bits the old result keeps the cost of the stage (one lookup table per image).
+  """
+  posterize = ImageOps.posterize
+  if getattr(posterize, 'allows_zero_bits', False):
+    return
+
+  def patched(image: Image.Image, bits: int) -> Image.Image:
+    if bits == 0:
+      return image.point([0] * 256 * len(image.getbands()))
+    return posterize(image, bits)
+
+  patched.allows_zero_bits = True
+  ImageOps.posterize = patched
+
+
 def stage_fn(stage: str, args: argparse.Namespace) -> Callable[[bytes], Any]:
   """`jpeg bytes -> image` for one stage."""
   if stage == 'timm_decode':
     return decode
+  if stage == 'timm_autoaugment':
+    allow_zero_bit_posterize()
   auto_augment = {'timm_crop_flip': None, 'timm_randaugment': args.auto_augment,
                   'timm_autoaugment': 'v0'}[stage]
   # color_jitter=None: timm adds ColorJitter(0.4) when there is no auto-augment; ours has none.
