@@ -46,37 +46,59 @@ def experiment(train, baseline: dict, **extra) -> ml_collections.ConfigDict:
 DIGITS_BASELINE = dict(width=0.5, depth=0.25, resolution=24, resolution_multiple=4)
 
 
-def digits_train(**overrides) -> ml_collections.ConfigDict:
+# Steps of 32 images per digits trial. DIGITS_STEPS (26.7 epochs, about the quick start's 25):
+# the deepest network any digits study trains has reached its plateau by then (its curve:
+# experiments/README.md, "Does every trial converge?"), so a trial's top-1 measures the network,
+# not how fast it gets going. DIGITS_SHORT_STEPS (5.3 epochs) is the earlier budget, kept as the
+# configs' `:short` so that the results saved with it can be reproduced and compared.
+DIGITS_STEPS = 1200
+DIGITS_SHORT_STEPS = 240
+
+
+def digits_train(total_steps: int = DIGITS_STEPS, **overrides) -> ml_collections.ConfigDict:
   """The fixed per-trial budget on the embedded digits (1,437 train / 360 test images).
 
-  A short cosine run: 240 steps of 32 images (5.3 epochs), RMSProp at the quick start's peak
-  rate after two warm-up epochs, BN momentum 0.9 as in the quick start. Each choice keeps a short
-  run from ranking how fast a network gets going instead of the network: a higher rate diverged,
-  a shorter warm-up stalled the deeper trials, and TF's BN momentum 0.99 left the moving
-  statistics describing much earlier weights (the figures: experiments/README.md, "Why the
-  digits proxy is set up this way").
+  A cosine run of `total_steps` steps of 32 images, RMSProp at the quick start's peak rate after
+  two warm-up epochs, BN momentum 0.9 as in the quick start. Each choice keeps a run from ranking
+  how fast a network gets going instead of the network: a higher rate diverged, a shorter warm-up
+  stalled the deeper trials, and TF's BN momentum 0.99 left the moving statistics describing much
+  earlier weights (the figures: experiments/README.md, "Why the digits proxy is set up this way").
   """
   values = dict(
-      dataset='digits', dtype='float32', batch_size=32, eval_batch_size=360, total_steps=240,
-      lr_schedule='cosine', learning_rate=0.016, lr_base_batch_size=128, warmup_epochs=2.0,
-      bn_momentum=0.9, ema_decay=0.99, dropout_rate=0.1, drop_path_rate=0.1, label_smoothing=0.1,
-      log_every_steps=40, eval_every_steps=1_000_000,  # Evaluate once, after the last step.
-      checkpoint_every_steps=80, keep_checkpoints=1, shuffle_buffer=2048, bn_group_size=0)
+      dataset='digits', dtype='float32', batch_size=32, eval_batch_size=360,
+      total_steps=total_steps, lr_schedule='cosine', learning_rate=0.016, lr_base_batch_size=128,
+      warmup_epochs=2.0, bn_momentum=0.9, ema_decay=0.99, dropout_rate=0.1, drop_path_rate=0.1,
+      label_smoothing=0.1, log_every_steps=40,
+      eval_every_steps=1_000_000,  # Evaluate once, after the last step.
+      checkpoint_every_steps=200 if total_steps > DIGITS_SHORT_STEPS else 80, keep_checkpoints=1,
+      shuffle_buffer=2048, bn_group_size=0)
   values['augment.policy'] = 'none'  # 8×8 digits: AutoAugment's shifts are sized for 224 px.
   values.update(overrides)
   return config.get_config('b0', **values)
 
 
-def digits_experiment() -> ml_collections.ConfigDict:
-  """The digits proxy every digits config starts from."""
-  c = experiment(digits_train(), DIGITS_BASELINE)
+def digits_experiment(short: bool = False) -> ml_collections.ConfigDict:
+  """The digits proxy every digits config starts from.
+
+  Args:
+    short: the earlier 240-step budget (`DIGITS_SHORT_STEPS`) instead of the converged one.
+  """
+  c = experiment(digits_train(DIGITS_SHORT_STEPS if short else DIGITS_STEPS), DIGITS_BASELINE)
   # With BN momentum 0.9 the raw eval is sound, so no recalibration (set 8 to compare: 512 images).
   c.recalibrate_bn_batches = 0
   c.metric = 'top1'
-  # XLA's level 0 compiles a trial's steps faster and runs them slower on CPU; at this budget it
-  # is the faster choice (measurements in experiments/README.md).
-  c.xla_backend_optimization_level = 0
+  # XLA's level 0 compiles a trial's steps faster and runs them slower on CPU: the faster choice
+  # for 240 steps, the slower one for 1,200 (measurements in experiments/README.md).
+  c.xla_backend_optimization_level = 0 if short else None
   return c
+
+
+def digits_config_arg(c: ml_collections.ConfigDict, arg: str | None) -> None:
+  """Applies a digits config's ':arg': None, 'short' (given to `digits_experiment`) or 'tiny'."""
+  if arg == 'tiny':
+    apply_tiny(c)
+  elif arg not in (None, '', 'short'):
+    raise ValueError(f"Unknown config arg {arg!r}; the args are 'short' and 'tiny'.")
 
 
 def apply_tiny(c: ml_collections.ConfigDict) -> None:
@@ -87,6 +109,7 @@ def apply_tiny(c: ml_collections.ConfigDict) -> None:
   """
   c.baseline.update(dict(width=0.25, depth=0.25, resolution=32, resolution_multiple=8))
   c.recalibrate_bn_batches = 1
+  c.xla_backend_optimization_level = 0  # Two steps: compiling is all the time.
   t = c.train
   t.depthwise_impl = 'conv'
   t.batch_size, t.eval_batch_size, t.total_steps = 16, 360, 2

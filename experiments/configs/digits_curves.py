@@ -13,12 +13,10 @@ from efficientnet_jax.studies import proxies
 
 
 def get_config(arg=None):
-  c = proxies.digits_experiment()
+  c = proxies.digits_experiment(short=arg == 'short')
   c.curves = dict(alpha=1.2, beta=1.1, gamma=1.15, phis=(0, 1, 2),
                   dimensions=('width', 'depth', 'resolution'), max_coefficient=64.0)
+  proxies.digits_config_arg(c, arg)
   if arg == 'tiny':
-    proxies.apply_tiny(c)
     c.curves.phis = (0, 1)
-  elif arg:
-    raise ValueError(f"Unknown config arg {arg!r}; the only one is 'tiny'.")
   return c

@@ -14,13 +14,11 @@ from efficientnet_jax.studies import proxies
 
 
 def get_config(arg=None):
-  c = proxies.digits_experiment()
+  c = proxies.digits_experiment(short=arg == 'short')
   c.search = dict(alphas=grid.frange(1.0, 2.0, 0.2), betas=grid.frange(1.0, 1.4, 0.2),
                   gammas=grid.frange(1.0, 1.4, 0.2), target=2.0, tolerance=0.05)
+  proxies.digits_config_arg(c, arg)
   if arg == 'tiny':
-    proxies.apply_tiny(c)
     # (1, 1, 1.4) and (1, 1.4, 1): both stay 7 blocks, so the tests' compilations stay short.
     c.search.update(alphas=(1.0,), betas=(1.0, 1.4), gammas=(1.0, 1.4))
-  elif arg:
-    raise ValueError(f"Unknown config arg {arg!r}; the only one is 'tiny'.")
   return c

@@ -14,15 +14,13 @@ from efficientnet_jax.studies import proxies
 
 
 def get_config(arg=None):
-  c = proxies.digits_experiment()
+  c = proxies.digits_experiment(short=arg == 'short')
   c.fig4 = dict(depth_resolution=((1.0, 1.0), (1.0, 1.3), (2.0, 1.0), (2.0, 1.3)),
                 widths=(1.0, 1.4, 1.8, 2.2, 2.6))
+  proxies.digits_config_arg(c, arg)
   if arg == 'tiny':
-    proxies.apply_tiny(c)
     # One model, width 0.35 at 32 px with 7 blocks: also a trial of digits_search's `:tiny`,
     # so the tests' shared compilation cache already holds its programs (the tests spend their
     # time on seeds and separate processes, not on compiling another network).
     c.fig4.update(depth_resolution=((1.0, 1.0),), widths=(1.4,))
-  elif arg:
-    raise ValueError(f"Unknown config arg {arg!r}; the only one is 'tiny'.")
   return c

@@ -25,6 +25,7 @@ import reliability_helpers as rh
 import shared_runs
 from efficientnet_jax.studies import grid
 from efficientnet_jax.studies import points
+from efficientnet_jax.studies import proxies
 from efficientnet_jax.studies import report
 from efficientnet_jax.studies import seeds
 from efficientnet_jax.studies import sweep
@@ -115,14 +116,31 @@ def test_stale_result_from_another_config_is_refused(tmp_path):
 
 def test_config_hash_is_unchanged_by_the_optimizer_key_groups():
   # The hashes results written before `rmsprop_decay` & co. moved into groups carry: they must
-  # still match their trials. (A deliberate change of the digits recipe changes them, and
-  # results trained for the old recipe are then refused, as they should be.)
-  assert sweep.config_hash(digits_curves.get_config().train) == 'd945b7e7efa3'
-  assert sweep.config_hash(digits_search.get_config().train) == 'd945b7e7efa3'
-  # A key added since (augment.on_device) counts only once set: the draws then come from JAX.
-  train = digits_search.get_config().train
-  train.augment.on_device = True
-  assert sweep.config_hash(train) != 'd945b7e7efa3'
+  # still match their trials, which are the `:short` budget's. (A deliberate change of the digits
+  # recipe changes them, and results trained for the old recipe are then refused, as they should.)
+  assert sweep.config_hash(digits_curves.get_config('short').train) == 'd945b7e7efa3'
+  assert sweep.config_hash(digits_search.get_config('short').train) == 'd945b7e7efa3'
+  # Keys added since count only once set: augment.on_device (the draws then come from JAX) and
+  # jpeg_dct_scaling (other pixels); data_service_address never (the same batches).
+  for key, value in (('augment.on_device', True), ('jpeg_dct_scaling', True)):
+    train = digits_search.get_config('short').train
+    group, _, name = key.rpartition('.')
+    (train[group] if group else train)[name] = value
+    assert sweep.config_hash(train) != 'd945b7e7efa3', key
+  train = digits_search.get_config('short').train
+  train.data_service_address = 'localhost:5050'
+  assert sweep.config_hash(train) == 'd945b7e7efa3'
+  # The converged budget is another recipe.
+  assert sweep.config_hash(digits_search.get_config().train) != 'd945b7e7efa3'
+
+
+def test_digits_configs_take_short_or_tiny_and_name_both_otherwise():
+  assert digits_search.get_config().train.total_steps == proxies.DIGITS_STEPS
+  assert digits_search.get_config('short').train.total_steps == proxies.DIGITS_SHORT_STEPS
+  assert digits_search.get_config('short').xla_backend_optimization_level == 0
+  assert digits_curves.get_config('tiny').train.total_steps == 2
+  with pytest.raises(ValueError, match="'short' and 'tiny'"):
+    digits_curves.get_config('long')
 
 
 # --- Subprocess runs of the real script -------------------------------------------------------
