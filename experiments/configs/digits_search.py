@@ -1,12 +1,13 @@
-r"""Step 1 on the embedded digits, on a 2-core CPU in under 20 minutes (6 trials).
+r"""Step 1 on the embedded digits, on a 2-core CPU (6 trials; times in experiments/README.md).
 
   python experiments/compound_search.py --config=experiments/configs/digits_search.py \
       --workdir=runs/digits_search
 
 The grid (α ∈ 1, 1.2, …, 2; β, γ ∈ 1, 1.2, 1.4) admits six triples within 5% of
 α·β²·γ² = 2: depth only (2, 1, 1), width only (1, 1.4, 1), resolution only (1, 1, 1.4) and the
-three pairs (1, 1.2, 1.2), (1.4, 1, 1.2), (1.4, 1.2, 1). `:tiny` shrinks everything to two
-2-step trials (the tests use it).
+three pairs (1, 1.2, 1.2), (1.4, 1, 1.2), (1.4, 1.2, 1). Each trial trains the converged budget,
+`proxies.DIGITS_STEPS`; `:short` the earlier 240 steps; `:tiny` shrinks everything to two 2-step
+trials (the tests use it).
 """
 
 from efficientnet_jax.studies import grid
