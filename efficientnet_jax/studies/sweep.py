@@ -93,13 +93,9 @@ def config_hash(train_config) -> str:
   values = {k: v for k, v in train_config.to_dict().items() if k not in _NOT_IDENTITY}
   for key, default in _HASHED_ONLY_WHEN_SET.items():
     *group, name = key.split('.')
-    holder = values[group[0]] if group else values
+    holder = values[group[0]] if group else values  # Fresh dicts from to_dict(): safe to edit.
     if name in holder and holder[name] == default:
-      holder = {k: v for k, v in holder.items() if k != name}
-      if group:
-        values[group[0]] = holder
-      else:
-        values = holder
+      del holder[name]
   for old, new in config_lib.RENAMED_KEYS.items():
     group, name = new.split('.')
     if name in values.get(group, {}):
