@@ -106,6 +106,11 @@ def defaults(model: str) -> dict[str, Any]:
       # 1/4, 1/8), then resize: faster on large photos, a few levels from the full-scale crop
       # (docs/benchmarks.md measures both). Off: the recipe's pixels exactly.
       'jpeg_dct_scaling': False,
+      # Area-reduce every source image to round(source_detail · image_size) pixels a side before
+      # preprocessing (never enlarged); 0: the images as stored. A larger input then carries more
+      # information, as a larger photo does: the scaling studies' resolution proxy on the 8×8
+      # digits (0.25: 6×6 at 24 px, all 8×8 from 32 px; experiments/README.md). Digits only.
+      'source_detail': 0.0,
       'shuffle_buffer': 16_384,
       'bad_image_policy': 'fail',
       # A tf.data service dispatcher (grpc://HOST:PORT or HOST:PORT) whose workers run the train

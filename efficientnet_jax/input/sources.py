@@ -29,6 +29,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from efficientnet_jax import errors
+
 _IMAGE_FORMATS = ('JPEG', 'PNG', 'BMP', 'GIF')  # What tf.io.decode_image reads.
 DIGITS_TEST_SIZE = 360
 _DIGITS_SPLIT_SEED = 0
@@ -98,6 +100,31 @@ def _digits(split: str) -> IndexedSource:
   images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # grey, 0..255
   keep = _digits_split(labels) == (split == 'test')
   return IndexedSource(num_classes=10, labels=labels[keep], images=images[keep])
+
+
+@functools.lru_cache(maxsize=None)
+def _reduced_digits(split: str, side: int) -> IndexedSource:
+  """The digits area-reduced to `side`×`side` (each pixel the mean of the area it covers)."""
+  digits = _digits(split)
+  images = tf.image.resize(tf.constant(digits.images, tf.float32), (side, side), method='area')
+  images = np.round(images.numpy()).clip(0, 255).astype(np.uint8)
+  return dataclasses.replace(digits, images=images)
+
+
+def detail_side(config) -> int | None:
+  """The side the source images are reduced to (`config.source_detail`), or None: as stored."""
+  detail = config.get('source_detail') or 0.0
+  if not detail:
+    return None
+  if not 0.0 < detail <= 1.0:
+    raise errors.ConfigError(f'config.source_detail must be in (0, 1] (a fraction of image_size) '
+                             f'or 0 (the images as stored), not {detail!r}.')
+  if config.dataset != 'digits':
+    raise errors.ConfigError(f'config.source_detail works on the in-memory digits only, not '
+                             f'dataset {config.dataset!r}; set --config.source_detail=0.')
+  if not isinstance(config.image_size, int):
+    return None  # Sizes only (`dataset_info`); the pipeline sets image_size before it asks.
+  return max(1, round(detail * config.image_size))
 
 
 def _check_image_file(path: str) -> str | None:
@@ -198,9 +225,17 @@ def _tfds_builder(name: str, data_dir: str | None, manual_dir: str | None):
 
 
 def source(config, split: str) -> IndexedSource | Any:
-  """An `IndexedSource` for digits/folder, or a TFDS builder."""
+  """An `IndexedSource` for digits/folder, or a TFDS builder.
+
+  With `config.source_detail` set, the digits are area-reduced to `detail_side(config)` pixels a
+  side (the resize to `image_size` then interpolates what is left).
+  """
+  side = detail_side(config)
   if config.dataset == 'digits':
-    return _digits(split)
+    digits = _digits(split)
+    if side is not None and side < digits.images.shape[1]:
+      return _reduced_digits(split, side)
+    return digits
   if config.dataset == 'folder':
     if not config.data_dir:
       raise ValueError("config.data_dir must name the image folder root for dataset 'folder'.")

@@ -51,7 +51,8 @@ _NOT_IDENTITY = ('data_dir', 'manual_dir', 'compilation_cache_dir', 'log_every_s
                  'checkpoint_every_steps', 'keep_checkpoints', 'data_service_address')
 # Keys added after results were saved, with their defaults: hashed only when set to another
 # value, so that the results written before them still match their trials.
-_HASHED_ONLY_WHEN_SET = {'augment.on_device': None, 'jpeg_dct_scaling': False}
+_HASHED_ONLY_WHEN_SET = {'augment.on_device': None, 'jpeg_dct_scaling': False,
+                         'source_detail': 0.0}
 
 
 # Training stopped before a trial's last step (preempted); rerunning resumes it.

@@ -6,7 +6,8 @@ r"""Step 1 on the embedded digits, on a 2-core CPU (6 trials; times in experimen
 The grid (α ∈ 1, 1.2, …, 2; β, γ ∈ 1, 1.2, 1.4) admits six triples within 5% of
 α·β²·γ² = 2: depth only (2, 1, 1), width only (1, 1.4, 1), resolution only (1, 1, 1.4) and the
 three pairs (1, 1.2, 1.2), (1.4, 1, 1.2), (1.4, 1.2, 1). Each trial trains the converged budget,
-`proxies.DIGITS_STEPS`; `:short` the earlier 240 steps; `:tiny` shrinks everything to two 2-step
+`proxies.DIGITS_STEPS`; `:short` the earlier 240 steps; `:detail` the digits reduced to a quarter
+of each trial's resolution (`proxies.DIGITS_DETAIL`); `:tiny` shrinks everything to two 2-step
 trials (the tests use it).
 """
 
