@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 from matplotlib.figure import Figure
 
 from efficientnet_jax.studies import seeds as seeds_lib
+from efficientnet_jax.studies import sweep
 
 Record = Mapping[str, Any]
 SERIES = ('compound', 'width', 'depth', 'resolution')
@@ -79,7 +80,7 @@ def search_table(records: Sequence[Record], metric: str = 'top1') -> str:
   winner = best(records, metric)['trial']
   header = ['trial', 'α', 'β', 'γ', 'α·β²·γ²', 'width', 'depth', 'res', 'params', 'MFLOPs',
             'measured ×base', 'top-1', 'recal. top-1', 'EMA top-1', 'seeds', _SEEDS_COLUMN,
-            'train s']
+            _LOSS_END_COLUMN, 'train s']
   rows = []
   for r in sorted(records, key=lambda r: r['trial']):
     row = [str(r['trial']), _num(r['alpha'], 2), _num(r['beta'], 2), _num(r['gamma'], 3),
@@ -87,7 +88,7 @@ def search_table(records: Sequence[Record], metric: str = 'top1') -> str:
            str(r['resolution']), f'{r["params"]:,}', f'{r["flops"] / 1e6:.2f}',
            _num(r['flops_ratio'], 2), _mean_std(r, 'top1'), _mean_std(r, 'recal_top1'),
            _mean_std(r, 'ema_top1'), str(seeds_lib.seed_count(r)), _per_seed(r, metric),
-           _num(r.get('train_seconds'), 0)]
+           _mean_std(r, sweep.TRAIN_LOSS_END, 3), _num(r.get('train_seconds'), 0)]
     rows.append([f'**{cell}**' for cell in row] if r['trial'] == winner else row)
   return _table(*_drop_unused(header, rows, records))
 
@@ -95,7 +96,8 @@ def search_table(records: Sequence[Record], metric: str = 'top1') -> str:
 def curves_table(records: Sequence[Record], metric: str = 'top1') -> str:
   """Markdown table of the scaling curves, grouped by series, then φ."""
   header = ['series', 'φ', 'coefficient', 'width', 'depth', 'res', 'params', 'MFLOPs',
-            'vs budget', 'top-1', 'recal. top-1', 'EMA top-1', 'seeds', _SEEDS_COLUMN, 'train s']
+            'vs budget', 'top-1', 'recal. top-1', 'EMA top-1', 'seeds', _SEEDS_COLUMN,
+            _LOSS_END_COLUMN, 'train s']
   order = {name: i for i, name in enumerate(SERIES)}
   rows = []
   for r in sorted(records, key=lambda r: (order[r['series']], r['phi'])):
@@ -106,7 +108,7 @@ def curves_table(records: Sequence[Record], metric: str = 'top1') -> str:
                  '–' if budget is None else f'{budget:+.1%}', _mean_std(r, 'top1'),
                  _mean_std(r, 'recal_top1'), _mean_std(r, 'ema_top1'),
                  str(seeds_lib.seed_count(r)), _per_seed(r, metric),
-                 _num(r.get('train_seconds'), 0)])
+                 _mean_std(r, sweep.TRAIN_LOSS_END, 3), _num(r.get('train_seconds'), 0)])
   return _table(*_drop_unused(header, rows, records))
 
 
@@ -114,7 +116,7 @@ def width_table(records: Sequence[Record], metric: str = 'top1') -> str:
   """Markdown table of paper Fig. 4's models: grouped by (depth, resolution), then width."""
   header = ['trial', 'd', 'r', 'w', 'width', 'depth', 'res', 'params', 'MFLOPs',
             'measured ×base', 'top-1', 'recal. top-1', 'EMA top-1', 'seeds', _SEEDS_COLUMN,
-            'train s']
+            _LOSS_END_COLUMN, 'train s']
   rows = []
   for curve in width_curves(records).values():
     for r in curve:
@@ -124,18 +126,23 @@ def width_table(records: Sequence[Record], metric: str = 'top1') -> str:
                    f'{r["params"]:,}', f'{r["flops"] / 1e6:.2f}', _num(r['flops_ratio'], 2),
                    _mean_std(r, 'top1'), _mean_std(r, 'recal_top1'), _mean_std(r, 'ema_top1'),
                    str(seeds_lib.seed_count(r)), _per_seed(r, metric),
+                   _mean_std(r, sweep.TRAIN_LOSS_END, 3),
                    _num(r.get('train_seconds'), 0)])
   return _table(*_drop_unused(header, rows, records))
 
 
 # The column of the ranking metric's per-seed values (shown when some trial has several seeds).
 _SEEDS_COLUMN = 'per seed'
+# The mean train loss of the last 10% of steps (results written before it have none: dropped).
+_LOSS_END_COLUMN = 'train loss (end)'
 
 
 def _drop_unused(header: list[str], rows: list[list[str]], records: Sequence[Record]):
-  """Drops the recalibrated column without recalibration and the seed columns for one seed."""
+  """Drops the columns no record fills: recalibration, seeds (one seed), end train loss."""
   if not _has_recal(records):
     header, rows = _drop_column(header, rows, 'recal. top-1')
+  if not any(r.get(sweep.TRAIN_LOSS_END) is not None for r in records):
+    header, rows = _drop_column(header, rows, _LOSS_END_COLUMN)
   if not _several_seeds(records):
     for name in ('seeds', _SEEDS_COLUMN):
       header, rows = _drop_column(header, rows, name)
@@ -218,6 +225,7 @@ def plot_width_curves(records: Sequence[Record], metric: str = 'top1', ax=None):
     for p, x in list(zip(curve, xs))[::max(len(curve) - 1, 1)]:  # The ends: w's range.
       ax.annotate(f'w={p["width_coefficient"]:g}', (x, p[metric]), textcoords='offset points',
                   xytext=(4, -10), fontsize=7, color=f'C{i}')
+  ax.margins(x=0.08)  # Room for the last point's 'w=…' label.
   ax.set_xlabel('measured FLOPs (M multiply-adds per image)')
   ax.set_ylabel(_metric_label(metric, records))
   ax.set_title('Scaling width for different baseline depths and resolutions')

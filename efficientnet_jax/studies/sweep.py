@@ -138,6 +138,29 @@ def load_result(workdir: str, trial: Trial, config, seed_index: int = 0) -> dict
 
 
 _METRICS = ('top1', 'top5', 'loss', 'ema_top1', 'ema_top5', 'ema_loss')
+# The mean logged train loss over a trial's last `_END_FRACTION` of steps: a trial far above the
+# others' is still learning when its budget ends (unfinished, not worse; experiments/README.md).
+TRAIN_LOSS_END = 'train_loss_end'
+_END_FRACTION = 0.1
+
+
+def train_loss_end(directory: str, total_steps: int) -> float | None:
+  """The mean train loss logged after step (1 - `_END_FRACTION`)·total_steps in `directory`.
+
+  Read from the run's metrics.jsonl; a step logged twice (resumed) counts once, its last value.
+  None when nothing was logged in that window.
+  """
+  from efficientnet_jax.training import metric_writers  # pylint: disable=g-import-not-at-top
+  path = os.path.join(directory, metric_writers.JSONL_NAME)
+  if not os.path.exists(path):
+    return None
+  losses = {}
+  with open(path) as f:
+    for line in f:
+      entry = json.loads(line)
+      if 'train_loss' in entry and entry['step'] > (1 - _END_FRACTION) * total_steps:
+        losses[entry['step']] = entry['train_loss']
+  return round(sum(losses.values()) / len(losses), 4) if losses else None
 
 
 def run_trial(workdir: str, trial: Trial, config, seed_index: int = 0) -> dict[str, Any]:
@@ -172,6 +195,7 @@ def run_trial(workdir: str, trial: Trial, config, seed_index: int = 0) -> dict[s
     metrics = recalibration.checkpoint_metrics(train_config, directory, num_batches=0)
   result = planned_record(trial, config, seed_index)
   result.update(steps=plan.total_steps, **{k: metrics.get(k) for k in _METRICS})
+  result[TRAIN_LOSS_END] = train_loss_end(directory, plan.total_steps)
   recal_batches = result['recal_batches']
   if recal_batches:
     recal = recalibration.checkpoint_metrics(train_config, directory, num_batches=recal_batches)
@@ -211,8 +235,8 @@ def unfinished(workdir: str, trials: Sequence[Trial], config) -> list[tuple[int,
 
 
 def _metric_fields(results: Sequence[Mapping[str, Any]]) -> list[str]:
-  """The evaluated fields of a trial's results: the raw and, if any, the recalibrated ones."""
-  return [f for f in (*_METRICS, *(f'recal_{k}' for k in _METRICS))
+  """A trial's per-seed figures: the raw and any recalibrated eval, and the end train loss."""
+  return [f for f in (*_METRICS, *(f'recal_{k}' for k in _METRICS), TRAIN_LOSS_END)
           if any(f in r for r in results)]
 
 

@@ -33,6 +33,7 @@ from experiments import compound_search
 from experiments import scaling_curves
 from experiments.configs import digits_curves
 from experiments.configs import digits_search
+from experiments.configs import digits_width_by_depth_res
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SEARCH, TINY_SEARCH = shared_runs.SEARCH, shared_runs.TINY_SEARCH
@@ -122,7 +123,9 @@ def test_config_hash_is_unchanged_by_the_optimizer_key_groups():
   assert sweep.config_hash(digits_search.get_config('short').train) == 'd945b7e7efa3'
   # Keys added since count only once set: augment.on_device (the draws then come from JAX) and
   # jpeg_dct_scaling (other pixels); data_service_address never (the same batches).
-  for key, value in (('augment.on_device', True), ('jpeg_dct_scaling', True)):
+  # source_detail (other images) likewise.
+  for key, value in (('augment.on_device', True), ('jpeg_dct_scaling', True),
+                     ('source_detail', proxies.DIGITS_DETAIL)):
     train = digits_search.get_config('short').train
     group, _, name = key.rpartition('.')
     (train[group] if group else train)[name] = value
@@ -139,7 +142,11 @@ def test_digits_configs_take_short_or_tiny_and_name_both_otherwise():
   assert digits_search.get_config('short').train.total_steps == proxies.DIGITS_SHORT_STEPS
   assert digits_search.get_config('short').xla_backend_optimization_level == 0
   assert digits_curves.get_config('tiny').train.total_steps == 2
-  with pytest.raises(ValueError, match="'short' and 'tiny'"):
+  assert digits_curves.get_config().train.source_detail == 0.0
+  detail = digits_width_by_depth_res.get_config('detail')
+  assert detail.train.source_detail == proxies.DIGITS_DETAIL
+  assert detail.train.total_steps == proxies.DIGITS_STEPS
+  with pytest.raises(ValueError, match="'short', 'detail' and 'tiny'"):
     digits_curves.get_config('long')
 
 
@@ -253,7 +260,8 @@ def test_notebook_executes_on_saved_results(tmp_path):
   width = _made_up_width_results(tmp_path / 'width')
   parameters[0].source = (f"SEARCH_DIR = {str(DATA / 'search')!r}\n"
                           f"CURVES_DIR = {str(DATA / 'curves')!r}\n"
-                          f"WIDTH_DIR = {str(width)!r}\nMETRIC = 'top1'\n")
+                          f"WIDTH_DIR = {str(width)!r}\nMETRIC = 'top1'\n"
+                          "TABLE1_MODEL = 'b0'\nTABLE1_PHI = 2.5\n")
   nbclient.NotebookClient(notebook, timeout=300, kernel_name='python3',
                           resources={'metadata': {'path': str(notebook_dir)}}).execute()
   outputs = [o for c in notebook.cells if c.cell_type == 'code' for o in c.get('outputs', [])]
@@ -261,8 +269,9 @@ def test_notebook_executes_on_saved_results(tmp_path):
   text = ''.join(o.get('text', '') for o in outputs)
   assert 'best: alpha=' in text
   assert 'width: 4 trials' in text
-  # search, ratios, curves, width curves.
-  assert sum('image/png' in o.get('data', {}) for o in outputs) == 4
+  assert 'b0: phi 2.5, ' in text and 'MBConv6, k5x5' in text  # Table 1 of a scaled B0.
+  # search, ratios, curves, width curves, Table 1's per-stage shares.
+  assert sum('image/png' in o.get('data', {}) for o in outputs) == 5
 
 
 def test_report_writes_tables_and_plots_from_saved_results(tmp_path):
@@ -278,3 +287,17 @@ def test_report_writes_tables_and_plots_from_saved_results(tmp_path):
   table = report.ablation_table(curves)
   assert all(label in table for label in ('compound', 'width only', 'depth only',
                                           'resolution only'))
+
+
+def test_notebook_defaults_are_committed_results():
+  # Opened as it is, the notebook draws the digits runs the docs describe: every default
+  # directory holds a results.json in the repository.
+  nbformat = pytest.importorskip('nbformat')
+  notebook = nbformat.read(REPO / 'experiments' / 'notebooks' / 'scaling_ablation.ipynb', 4)
+  parameters = next(c for c in notebook.cells if 'parameters' in c.metadata.get('tags', []))
+  defaults = {}
+  exec(parameters.source, defaults)  # pylint: disable=exec-used
+  directories = [defaults[k] for k in ('SEARCH_DIR', 'CURVES_DIR', 'WIDTH_DIR')]
+  assert all(directories)
+  for directory in directories:
+    assert (REPO / directory / sweep.RESULTS_FILE).is_file(), directory

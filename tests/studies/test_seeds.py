@@ -198,3 +198,34 @@ def test_plots_draw_error_bars_for_several_seeds_and_none_for_one():
   # A partial merge: one trial with a std, one without: a bar for the first only.
   bars = report._error_bars([several[0], _record(1, [0.8], 2.0)], 'top1')
   assert bars[0] == pytest.approx(0.0141421, abs=1e-6) and math.isnan(bars[1])
+
+
+def test_end_train_loss_is_read_from_the_run_log_averaged_over_seeds_and_tabled(tmp_path):
+  # The last 10% of 100 steps is steps 91-100; step 100 was logged twice (a resumed run): the
+  # later value counts.
+  log = [{'step': s, 'train_loss': loss} for s, loss in
+         ((80, 9.0), (90, 9.0), (95, 1.0), (100, 7.0), (100, 2.0))] + [{'step': 100, 'top1': 0.5}]
+  directory = tmp_path / 'run'
+  directory.mkdir()
+  (directory / 'metrics.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in log))
+  assert sweep.train_loss_end(str(directory), 100) == 1.5
+  assert sweep.train_loss_end(str(directory), 1000) is None  # Nothing logged after step 900.
+  assert sweep.train_loss_end(str(tmp_path / 'missing'), 100) is None
+
+  config, trials = _config(2), _trials()
+  for trial, s in sweep.items(trials, config):
+    _fake_run(str(tmp_path), trial, config, s)
+    path = os.path.join(sweep.trial_dir(str(tmp_path), trial.id, s), sweep.RESULT_FILE)
+    with open(path) as f:
+      result = json.load(f)
+    sweep._write_json(path, {**result, sweep.TRAIN_LOSS_END: 0.5 + trial.id + 0.1 * s})
+  records = sweep.merge(str(tmp_path), trials, config)
+  assert records[1][sweep.TRAIN_LOSS_END] == pytest.approx(1.55)
+  assert [s[sweep.TRAIN_LOSS_END] for s in records[1]['per_seed']] == [1.5, 1.6]
+  # Tabled as mean ± std beside the other figures; results written before it: no column.
+  tabled = [{**_record(r['trial'], [0.9, 0.8], 1.0), sweep.TRAIN_LOSS_END: r[sweep.TRAIN_LOSS_END],
+             f'{sweep.TRAIN_LOSS_END}_std': r[f'{sweep.TRAIN_LOSS_END}_std'],
+             'per_seed': r['per_seed']} for r in records]
+  assert '| train loss (end) |' in report.search_table(tabled)
+  assert '| 1.550 ± 0.071 |' in report.search_table(tabled)
+  assert 'train loss (end)' not in report.search_table([_record(0, [0.9, 0.8], 1.0)])
