@@ -59,9 +59,9 @@ def _several_seeds(records: Sequence[Record]) -> bool:
   return any(seeds_lib.seed_count(r) > 1 for r in records)
 
 
-def _has_recal(records: Sequence[Record]) -> bool:
-  """Whether any trial was also evaluated after BN recalibration (else the column is dropped)."""
-  return any(r.get('recal_top1') is not None for r in records)
+def _has(records: Sequence[Record], field: str) -> bool:
+  """Whether any record has a value for `field` (else its column is dropped)."""
+  return any(r.get(field) is not None for r in records)
 
 
 def _drop_column(header: list[str], rows: list[list[str]], name: str):
@@ -139,9 +139,9 @@ _LOSS_END_COLUMN = 'train loss (end)'
 
 def _drop_unused(header: list[str], rows: list[list[str]], records: Sequence[Record]):
   """Drops the columns no record fills: recalibration, seeds (one seed), end train loss."""
-  if not _has_recal(records):
+  if not _has(records, 'recal_top1'):  # Not evaluated after BN recalibration.
     header, rows = _drop_column(header, rows, 'recal. top-1')
-  if not any(r.get(sweep.TRAIN_LOSS_END) is not None for r in records):
+  if not _has(records, sweep.TRAIN_LOSS_END):
     header, rows = _drop_column(header, rows, _LOSS_END_COLUMN)
   if not _several_seeds(records):
     for name in ('seeds', _SEEDS_COLUMN):
@@ -277,7 +277,7 @@ def write_search(records: Sequence[Record], workdir: str, metric: str = 'top1') 
     summary += '\n' + margin
   text = ('# Compound search: φ = 1, (α, β, γ) on a grid\n\n'
           f'Ranked by `{metric}`'
-          + (' ("recal.": after BN recalibration)' if _has_recal(records) else '') +
+          + (' ("recal.": after BN recalibration)' if _has(records, 'recal_top1') else '') +
           (f', the mean over each trial\'s seeds (± the sample std; "per seed": each seed\'s '
            f'`{metric}`)' if _several_seeds(records) else '') +
           '. "measured ×base" is the FLOPs ratio over the baseline measured '

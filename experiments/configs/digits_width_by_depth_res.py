@@ -5,10 +5,11 @@ r"""Paper Fig. 4 on the embedded digits, on a 2-core CPU (20 trials).
 
 The same baseline, budget and recipe as digits_search.py (B0 at width 0.5, depth 0.25, 24 px;
 1,200 steps of 32 images, `proxies.DIGITS_STEPS`). The paper's four baselines, (d, r) = (1, 1),
-(1, 1.3), (2, 1), (2, 1.3): depth 0.25 or 0.5 (7 or 10 blocks) at 24 or 32 px (24 · 1.3 rounds to 32 on the multiple of 4),
-each widened by w = 1, 1.4, 1.8, 2.2, 2.6 (width 0.5 to 1.3). `:short`: the earlier 240-step
-budget; `:detail`: the digits reduced to a quarter of each trial's resolution
-(`proxies.DIGITS_DETAIL`); `:tiny`: a single 2-step trial (one baseline, one width; the tests use it).
+(1, 1.3), (2, 1), (2, 1.3): depth 0.25 or 0.5 (7 or 10 blocks) at 24 or 32 px (24 · 1.3 rounds
+to 32 on the multiple of 4), each widened by w = 1, 1.4, 1.8, 2.2, 2.6 (width 0.5 to 1.3).
+`:short`: the earlier 240-step budget; `:detail`: the digits reduced to a quarter of each
+trial's resolution (`proxies.DIGITS_DETAIL`); `:tiny`: a single 2-step trial (one baseline, one
+width; the tests use it).
 """
 
 from efficientnet_jax.studies import proxies
