@@ -16,10 +16,16 @@ every JAX run starts with empty device memory):
                        restart's time to its first step (process start included)
   timm_b0_train        timm efficientnet_b0, the reference figures' model
   ours_b0_infer / timm_b0_infer
+  ours_b0_profile      a profiler trace of a few B0 train steps (warm cache)
+  augment_parity       the 16 augmentation ops and both policies on the device against XLA:CPU
+                       (benchmarks/device_augment_parity.py)
+  gpu_tests            the TF-free tests (models, scaling, FLOPs, optimizer, steps, benchmark) on
+                       the device (tests/conftest.py, EFFICIENTNET_JAX_TEST_PLATFORM)
+  ours_b0_train_autoaugment / ours_b0_train_randaugment   the B0 train step with that policy on
+                       the device (uint8 in): against ours_b0_train, the augmentation's share
   ours_b4_train / timm_b4_train   B4@380 (timm tf_efficientnet_b4: TF 'SAME' padding, as ours)
   ours_b7_train / timm_b7_train   B7@600, the largest batch that fits from a list; ours
                        rematerialised (timm without checkpointing, its default)
-  ours_b0_profile      a profiler trace of a few B0 train steps (warm cache)
 An item starts only if its time estimate fits in what is left of `--budget_s`; skipped items are
 recorded as such, so a second call can run them (`--only=ours_b7_train,timm_b7_train`).
 suite.json is rewritten after every item, so a timeout still leaves the earlier results. The device
@@ -50,6 +56,9 @@ class Item:
   command: tuple[str, ...]
   estimate_s: float
   env: tuple[tuple[str, str], ...] = ()
+  # A check (tests, parity), not a benchmark: its record keeps the exit status and the end of its
+  # output rather than a JSON result.
+  check: bool = False
 
 
 def ours(model: str, mode: str, batch: str, resolution: int, *, steps: int, warmup: int,
@@ -68,7 +77,32 @@ def timm(model: str, mode: str, batch: str, resolution: int, *, steps: int, warm
           f'--warmup={warmup}', '--json', '--compile' if compile_ else '--no-compile')
 
 
-def items(cache: str, profile_dir: str) -> list[Item]:
+# The TF-free tests: everything the GPU image can import, minus the slow CLI runs (on the CPU).
+GPU_TESTS = ('tests/models', 'tests/training/test_optimizer.py',
+             'tests/benchmarking/test_benchmark.py', 'tests/benchmarking/test_benchmark_augment.py')
+
+
+def checks(out: str, platform: str, parity_size: int, test_workers: int) -> list[Item]:
+  """The correctness items: augmentation parity and the tests on `platform`."""
+  # Several test processes share the card: none may take most of it up front.
+  test_env = (('EFFICIENTNET_JAX_TEST_PLATFORM', platform),
+              ('XLA_PYTHON_CLIENT_PREALLOCATE', 'false'))
+  return [
+      Item('augment_parity', (sys.executable, os.path.join(REPO, 'benchmarks',
+                                                           'device_augment_parity.py'),
+                              f'--size={parity_size}', '--json'), 45),
+      Item('gpu_tests', (sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                         '-n', str(test_workers), '-m', 'not expensive and not slow',
+                         f'--junitxml={os.path.join(out, "gpu_tests.xml")}', *GPU_TESTS),
+           120, env=test_env, check=True),
+  ]
+
+
+def augmented(policy: str) -> tuple[str, ...]:
+  return ('--augment_on_device', f'--augment_policy={policy}')
+
+
+def items(cache: str, profile_dir: str, out: str = '.') -> list[Item]:
   """The suite; SUITE_SMOKE=1 shrinks every size and turns torch.compile off (CPU plumbing)."""
   cached = (f'--cache_dir={cache}',)
   profile = (f'--profile_dir={profile_dir}',)
@@ -83,13 +117,18 @@ def items(cache: str, profile_dir: str) -> list[Item]:
         Item('ours_b0_infer', ours('b0', 'infer', b, r, steps=s, warmup=w, extra=cached), 1),
         Item('timm_b0_infer', timm('efficientnet_b0', 'infer', b, r, steps=s, warmup=w,
                                    compile_=compile_), 1),
+        Item('ours_b0_profile', ours('b0', 'train', b, r, steps=2, warmup=1,
+                                     extra=cached + profile), 1),
+        *checks(out, 'cpu', parity_size=32, test_workers=2)[:1],
+        Item('ours_b0_train_autoaugment', ours('b0', 'train', b, r, steps=s, warmup=w,
+                                               extra=cached + augmented('autoaugment')), 1),
+        Item('ours_b0_train_randaugment', ours('b0', 'train', b, r, steps=s, warmup=w,
+                                               extra=cached + augmented('randaugment')), 1),
         # The largest-batch search and remat, on B0.
         Item('ours_b7_train', ours('b0', 'train', '32,16', r, steps=s, warmup=w, remat=True,
                                    extra=cached), 1),
         Item('timm_b7_train', timm('efficientnet_b0', 'train', '32,16', r, steps=s, warmup=w,
                                    compile_=compile_), 1),
-        Item('ours_b0_profile', ours('b0', 'train', b, r, steps=2, warmup=1,
-                                     extra=cached + profile), 1),
     ]
   b7_ours, b7_timm = '128,96,64,48,32,16', '48,32,24,16,8'
   return [
@@ -99,6 +138,14 @@ def items(cache: str, profile_dir: str) -> list[Item]:
       Item('timm_b0_train', timm('efficientnet_b0', 'train', '256', 224, steps=30, warmup=5), 90),
       Item('ours_b0_infer', ours('b0', 'infer', '256', 224, steps=30, warmup=5, extra=cached), 35),
       Item('timm_b0_infer', timm('efficientnet_b0', 'infer', '256', 224, steps=30, warmup=5), 45),
+      # 3 steps traced: a bigger trace would pass the 16 MiB a returned file may have.
+      Item('ours_b0_profile', ours('b0', 'train', '256', 224, steps=3, warmup=2,
+                                   extra=cached + profile), 25),
+      *checks(out, 'cuda', parity_size=224, test_workers=6),
+      Item('ours_b0_train_autoaugment', ours('b0', 'train', '256', 224, steps=20, warmup=5,
+                                             extra=cached + augmented('autoaugment')), 60),
+      Item('ours_b0_train_randaugment', ours('b0', 'train', '256', 224, steps=20, warmup=5,
+                                             extra=cached + augmented('randaugment')), 50),
       Item('ours_b4_train', ours('b4', 'train', '64,48,32', 380, steps=10, warmup=3,
                                  extra=cached), 90),
       Item('timm_b4_train', timm('tf_efficientnet_b4', 'train', '64,48,32', 380, steps=10,
@@ -107,9 +154,6 @@ def items(cache: str, profile_dir: str) -> list[Item]:
                                  extra=cached), 180),
       Item('timm_b7_train', timm('tf_efficientnet_b7', 'train', b7_timm, 600, steps=5,
                                  warmup=2), 150),
-      # 3 steps traced: a bigger trace would pass the 16 MiB a returned file may have.
-      Item('ours_b0_profile', ours('b0', 'train', '256', 224, steps=3, warmup=2,
-                                   extra=cached + profile), 30),
   ]
 
 
@@ -156,7 +200,14 @@ def run_item(item: Item, timeout_s: float, log) -> dict[str, object]:
   log.flush()
   result = None
   lines = [l for l in stdout.strip().splitlines() if l.startswith('{')]
-  if rc == 0 and lines:
+  if item.check:
+    # pytest's summary (-ra lists every failure) or the check's own table.
+    result = {'rc': rc, 'stdout_tail': stdout[-8_000:]}
+    if status == 'ok' and rc != 0:
+      status = f'failed (rc {rc})'
+    if lines:
+      result['report'] = json.loads(lines[-1])
+  elif rc == 0 and lines:
     result = json.loads(lines[-1])
   elif status == 'ok':
     status = f'failed (rc {rc}): ' + (stderr.strip().splitlines() or ['no stderr'])[-1][:300]
@@ -190,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
   os.makedirs(args.out, exist_ok=True)
   profile_dir = os.path.join(args.cache_dir + '_profile')
 
-  suite = items(args.cache_dir, profile_dir)
+  suite = items(args.cache_dir, profile_dir, args.out)
   if args.only:
     wanted = set(args.only.split(','))
     unknown = wanted - {i.name for i in suite}

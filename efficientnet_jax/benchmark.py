@@ -4,6 +4,7 @@
   → {"model": "b0", "mode": "train", "images_per_sec": ..., "step_ms_median": ...}
   python -m efficientnet_jax.benchmark --model=b0 --batch=256 --augment_on_device
   → the same step with the recipe's augmentation on the device (its cost: the img/s difference)
+  ... --augment_on_device --augment_policy=randaugment    (another policy than the recipe's)
 
 What is timed and how: `benchmarking/harness.py`. Runs without TensorFlow, TFDS or
 ml_collections.
@@ -69,6 +70,8 @@ def _define_flags() -> None:
   flags.DEFINE_bool('augment_on_device', False,
                     "train: time the step with the recipe's augmentation on the device "
                     '(augment.on_device) on uint8 images; without it, no augmentation.')
+  flags.DEFINE_enum('augment_policy', None, list(harness.AUGMENT_POLICIES),
+                    "With --augment_on_device: this policy instead of the recipe's.")
   flags.DEFINE_bool('json', False, 'Print one JSON object (the last stdout line).')
   flags.DEFINE_string('profile_dir', None, 'Also write a profiler trace of a few extra steps.')
   flags.DEFINE_string('cache_dir', compile_cache.default_dir(),
@@ -88,14 +91,16 @@ def main(argv):
   for batch in batches:
     harness.validate(FLAGS.model, batch=batch, resolution=FLAGS.resolution, mode=FLAGS.mode,
                      dtype=FLAGS.dtype, steps=FLAGS.steps, warmup=FLAGS.warmup,
-                     augment_on_device=FLAGS.augment_on_device)
+                     augment_on_device=FLAGS.augment_on_device,
+                     augment_policy=FLAGS.augment_policy)
   cache_dir = compile_cache.enable(FLAGS.cache_dir) if FLAGS.cache_dir else None
   cache_counts = compile_cache.count_hits_and_misses()
   result = harness.benchmark(FLAGS.model, batch=batches, resolution=FLAGS.resolution,
                              mode=FLAGS.mode, dtype=FLAGS.dtype, remat=FLAGS.remat,
                              steps=FLAGS.steps, warmup=FLAGS.warmup,
                              profile_dir=FLAGS.profile_dir, depthwise_impl=FLAGS.depthwise_impl,
-                             augment_on_device=FLAGS.augment_on_device)
+                             augment_on_device=FLAGS.augment_on_device,
+                             augment_policy=FLAGS.augment_policy)
   result.update(compile_cache_dir=cache_dir, compile_cache_hits=cache_counts['hits'],
                 compile_cache_misses=cache_counts['misses'])
   if FLAGS.json:

@@ -13,6 +13,11 @@ tests use them, and their subprocesses inherit the flag (reliability_helpers.env
 
 Two runs that several tests read (tests/shared_runs.py) start in the background when the session
 starts, if a selected test takes them: `reliability_reference` and `tiny_search`.
+
+`EFFICIENTNET_JAX_TEST_PLATFORM=cuda` (or `tpu`) runs the tests on that accelerator instead, with
+the CPU backend beside it and XLA's default flags: how the GPU session checks the models, steps
+and benchmark there (docs/benchmarks.md). Tests written for the 4 fake CPU devices then fail on
+their device-count assertion, which names the cause.
 """
 
 import os
@@ -25,15 +30,17 @@ import tempfile
 sys.modules.setdefault('triton', None)
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+TEST_PLATFORM = os.environ.get('EFFICIENTNET_JAX_TEST_PLATFORM', 'cpu')
 TEST_XLA_FLAGS = ('--xla_backend_optimization_level=0', '--xla_cpu_use_fusion_emitters=false')
-for _flag in TEST_XLA_FLAGS:
-  if _flag.split('=')[0] not in os.environ.get('XLA_FLAGS', ''):
-    os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
+if TEST_PLATFORM == 'cpu':  # On an accelerator the tests measure XLA's defaults there.
+  for _flag in TEST_XLA_FLAGS:
+    if _flag.split('=')[0] not in os.environ.get('XLA_FLAGS', ''):
+      os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
 
 import jax  # pylint: disable=g-import-not-at-top
 
 jax.config.update('jax_num_cpu_devices', 4)
-jax.config.update('jax_platforms', 'cpu')
+jax.config.update('jax_platforms', 'cpu' if TEST_PLATFORM == 'cpu' else f'{TEST_PLATFORM},cpu')
 jax.config.update('jax_compilation_cache_dir',
                   os.path.join(tempfile.gettempdir(), 'efficientnet_jax_test_xla_cache'))
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)

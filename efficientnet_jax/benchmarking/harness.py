@@ -48,18 +48,23 @@ from efficientnet_jax.training import steps as steps_lib
 
 MODES = ('train', 'infer')
 DTYPES = ('bfloat16', 'float32')
+AUGMENT_POLICIES = ('autoaugment', 'randaugment')
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
 
 def recipe(model: str, *, batch: int, resolution: int | None = None, dtype: str = 'bfloat16',
-           remat: bool = False, depthwise_impl: str = 'auto', augment_on_device: bool = False):
+           remat: bool = False, depthwise_impl: str = 'auto', augment_on_device: bool = False,
+           augment_policy: str | None = None):
   """The config the benchmark runs: the builder's recipe for `model` with these overrides.
 
   `augment.on_device` is set to `augment_on_device` only where the builder's default (auto)
   means otherwise, so that elsewhere the recipe is the builder's own, unchanged.
+  `augment_policy` (None: the recipe's) replaces `augment.policy`.
   """
   config = config_lib.get_config(model, batch_size=batch, image_size=resolution, dtype=dtype,
                                  remat=remat, depthwise_impl=depthwise_impl)
+  if augment_policy is not None:
+    config.augment.policy = augment_policy
   # pylint: disable-next=g-import-not-at-top  (outside input/, never at module level)
   from efficientnet_jax.input import device_preprocessing
   if device_preprocessing.augment_on_device(config) != augment_on_device:
@@ -91,7 +96,8 @@ class Benchmark:
 
 
 def validate(model: str, *, batch: int, resolution: int | None, mode: str, dtype: str,
-             steps: int = 1, warmup: int = 0, augment_on_device: bool = False) -> None:
+             steps: int = 1, warmup: int = 0, augment_on_device: bool = False,
+             augment_policy: str | None = None) -> None:
   """Raises `UsageError` (one line, with the fix) on an input the benchmark cannot run."""
   if model not in scaling.MODEL_NAMES:
     raise UsageError(f'Unknown --model {model!r}; valid names: {", ".join(scaling.MODEL_NAMES)}.')
@@ -109,6 +115,12 @@ def validate(model: str, *, batch: int, resolution: int | None, mode: str, dtype
     raise UsageError(f'--steps={steps} must be ≥ 1 and --warmup={warmup} ≥ 0.')
   if augment_on_device and mode != 'train':
     raise UsageError('--augment_on_device times the train step; use it with --mode=train.')
+  if augment_policy is not None and augment_policy not in AUGMENT_POLICIES:
+    raise UsageError(f'Unknown --augment_policy {augment_policy!r}; use one of: '
+                     f'{", ".join(AUGMENT_POLICIES)}.')
+  if augment_policy is not None and not augment_on_device:
+    raise UsageError('--augment_policy chooses the policy --augment_on_device times; add '
+                     '--augment_on_device.')
 
 
 def synthetic_batch(batch: int, resolution: int, seed: int = 0, uint8: bool = False
@@ -134,7 +146,7 @@ def init_variables(net, rng: jax.Array, resolution: int, sharding) -> dict[str, 
 
 def build(model: str, *, batch: int, resolution: int | None = None, mode: str = 'train',
           dtype: str = 'bfloat16', remat: bool = False, depthwise_impl: str = 'auto',
-          augment_on_device: bool = False) -> Benchmark:
+          augment_on_device: bool = False, augment_policy: str | None = None) -> Benchmark:
   """Builds the model, its state and the jitted step exactly as training does, on synthetic data.
 
   Args:
@@ -146,14 +158,17 @@ def build(model: str, *, batch: int, resolution: int | None = None, mode: str = 
     remat: rematerialise each block in the backward pass.
     depthwise_impl: 'auto', 'conv' (XLA's grouped convolution) or 'shift' (k·k multiply-adds).
     augment_on_device: train: the step augments uint8 images with the recipe's policy first.
+    augment_policy: with `augment_on_device`, 'autoaugment' or 'randaugment' instead of the
+      recipe's policy (None).
 
   Returns:
     The `Benchmark`, with everything already on the devices.
   """
   validate(model, batch=batch, resolution=resolution, mode=mode, dtype=dtype,
-           augment_on_device=augment_on_device)
+           augment_on_device=augment_on_device, augment_policy=augment_policy)
   config = recipe(model, batch=batch, resolution=resolution, dtype=dtype, remat=remat,
-                  depthwise_impl=depthwise_impl, augment_on_device=augment_on_device)
+                  depthwise_impl=depthwise_impl, augment_on_device=augment_on_device,
+                  augment_policy=augment_policy)
   resolution = resolution or scaling.get_variant(model).resolution
   config.image_size = resolution
 
@@ -324,14 +339,16 @@ def run(bench: Benchmark, *, steps: int, warmup: int, profile_dir: str | None = 
 def benchmark(model: str, *, batch: int | Sequence[int], resolution: int | None = None,
               mode: str = 'train', dtype: str = 'bfloat16', remat: bool = False, steps: int = 20,
               warmup: int = 5, profile_dir: str | None = None, depthwise_impl: str = 'auto',
-              augment_on_device: bool = False) -> dict[str, Any]:
+              augment_on_device: bool = False, augment_policy: str | None = None
+              ) -> dict[str, Any]:
   """Builds and runs one configuration; returns the JSON-ready result.
 
   Args:
     model: a variant name.
     batch: the global batch size, or several: the largest that fits in memory is measured
       (`fit`), and the candidates tried are listed under 'batch_search'.
-    resolution, mode, dtype, remat, depthwise_impl, augment_on_device: see `build`.
+    resolution, mode, dtype, remat, depthwise_impl, augment_on_device, augment_policy: see
+      `build`.
     steps: timed steps.
     warmup: untimed steps before them.
     profile_dir: if set, a profiler trace of a few extra steps is written there.
@@ -339,9 +356,10 @@ def benchmark(model: str, *, batch: int | Sequence[int], resolution: int | None 
   batches = [batch] if isinstance(batch, int) else list(batch)
   for b in batches:
     validate(model, batch=b, resolution=resolution, mode=mode, dtype=dtype, steps=steps,
-             warmup=warmup, augment_on_device=augment_on_device)
+             warmup=warmup, augment_on_device=augment_on_device, augment_policy=augment_policy)
   build_kwargs = dict(resolution=resolution, mode=mode, dtype=dtype, remat=remat,
-                      depthwise_impl=depthwise_impl, augment_on_device=augment_on_device)
+                      depthwise_impl=depthwise_impl, augment_on_device=augment_on_device,
+                      augment_policy=augment_policy)
   search = None
   if len(batches) == 1:
     bench, compiled = build(model, batch=batches[0], **build_kwargs), None

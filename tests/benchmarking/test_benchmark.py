@@ -180,24 +180,35 @@ def test_mfu_uses_the_card_peak():
 def test_report_pairs_ours_with_timm_and_checks_targets(tmp_path):
   report = pytest.importorskip('benchmarks.report')
   records = {
-      'ours_b0_train': {'images_per_sec': 13_000.0, 'batch': 256, 'resolution': 224,
-                        'dtype': 'bfloat16', 'mfu': 0.3, 'step_ms_median': 19.7,
+      'ours_b0_train': {'images_per_sec': 16_000.0, 'batch': 256, 'resolution': 224,
+                        'dtype': 'bfloat16', 'mfu': 0.3, 'step_ms_median': 16.0,
                         'peak_memory_bytes': 2**34, 'compile_s': 40.0, 'lower_s': 3.0,
                         'jax_version': '0.11.2'},
-      'timm_b0_train': {'images_per_sec': 6_500.0, 'batch': 256, 'resolution': 224,
+      'timm_b0_train': {'images_per_sec': 8_000.0, 'batch': 256, 'resolution': 224,
                         'model': 'efficientnet_b0', 'compiled': True, 'torch_version': '2.9'},
       'ours_b0_train_warm': {'time_to_first_step_s': 8.0, 'compile_s': 1.0,
                              'compile_cache_hits': 3},
+      'ours_b0_train_autoaugment': {'images_per_sec': 15_520.0, 'step_ms_median': 16.5},
+      'ours_b0_train_randaugment': {'images_per_sec': 14_400.0, 'step_ms_median': 17.8},
+      'augment_parity': {'images': 10, 'image_size': 224, 'summary': {
+          'ops_bit_exact': 15, 'ops': 16, 'policies_bit_exact': ['autoaugment_v0'],
+          'not_exact': {'Rotate': {'max_abs_diff': 37, 'differing_fraction': 2e-5}}}},
   }
   suite = {'environment': {'gpu': 'NVIDIA H100 80GB HBM3', 'driver': '570.1'},
            'items': [{'item': name, 'status': 'ok', 'result': result}
                      for name, result in records.items()]}
+  suite['items'].append({'item': 'gpu_tests', 'status': 'failed (rc 1)', 'result': {
+      'rc': 1, 'stdout_tail': 'FAILED tests/x.py::test_y\n1 failed, 99 passed in 80.0s\n'}})
   (tmp_path / 'suite.json').write_text(json.dumps(suite))
   table = report.render(str(tmp_path))
   b0_row = next(line for line in table.splitlines() if line.startswith('| B0 train |'))
-  assert '13,000' in b0_row and '2.00×' in b0_row and 'yes / yes' in b0_row
+  assert '16,000' in b0_row and '2.00×' in b0_row and 'yes / yes' in b0_row
   assert 'NVIDIA H100 80GB HBM3' in table and '570.1' in table
   assert '| 40.0 (+ trace/lower 3.0) | ≤ 60 | yes |' in table
+  # The augmentation's share of the step: 1 - 15,520 / 16,000 = 3.0% (met), 10.0% (not met).
+  assert '| 3.0% | ≤ 5% | yes |' in table and '| 10.0% | ≤ 5% | **no** |' in table
+  assert '15 of 16 bit-exact; not exact: Rotate (max 37, 0.002% of values)' in table
+  assert 'failed (rc 1); 1 failed, 99 passed in 80.0s' in table
 
 
 def test_fit_takes_the_largest_batch_that_fits(monkeypatch):

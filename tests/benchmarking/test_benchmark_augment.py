@@ -67,3 +67,15 @@ def test_the_flag_is_for_the_train_step_and_shows_in_the_report():
             'peak_memory_bytes': None, 'compile_s': 1.0, 'lower_s': 1.0,
             'flops_per_image': 1e9, 'augment_on_device': True, 'augment_policy': 'autoaugment'}
   assert '+ autoaugment on the device' in benchmark.format_summary(result).splitlines()[0]
+
+
+def test_another_policy_replaces_the_recipes_and_needs_the_device_flag():
+  config = harness.recipe('b0', batch=8, resolution=32, augment_on_device=True,
+                          augment_policy='randaugment')
+  assert config.augment.policy == 'randaugment' and config.augment.on_device
+  with pytest.raises(UsageError, match='add --augment_on_device'):
+    harness.validate('b0', batch=8, resolution=32, mode='train', dtype='bfloat16',
+                     augment_policy='randaugment')
+  with pytest.raises(UsageError, match='autoaugment, randaugment'):
+    harness.validate('b0', batch=8, resolution=32, mode='train', dtype='bfloat16',
+                     augment_on_device=True, augment_policy='augmix')
