@@ -66,6 +66,13 @@ def summarise(path: str, steps: int, line: str = 'Stream') -> dict:
     by_name[e['name']] += e['dur'] / 1e3
     counts[e['name']] += 1
   total = sum(by_name.values())
+  # Kernels launched outside XLA's command buffers (cuDNN, cuBLAS) carry the op's source name
+  # (e.g. '.../blocks_3/depthwise_conv/conv_general_dilated'); fusions inside them do not.
+  by_op: dict[str, float] = collections.Counter()
+  for e in events:
+    op = e.get('args', {}).get('name')
+    if op:
+      by_op[op] += e['dur'] / 1e3
   by_class: dict[str, float] = collections.Counter()
   for name, ms in by_name.items():
     by_class[kernel_class(name)] += ms
@@ -76,6 +83,8 @@ def summarise(path: str, steps: int, line: str = 'Stream') -> dict:
                   for c, ms in by_class.most_common()],
       'kernels': [(n, ms / steps, counts[n] / steps, ms / total if total else 0.0)
                   for n, ms in by_name.most_common()],
+      'named_ops': [(n, ms / steps, ms / total if total else 0.0)
+                    for n, ms in by_op.most_common()],
   }
 
 
@@ -104,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
   print(f'\n| top kernels | ms/step | calls/step | share |\n|---|---|---|---|')
   for n, ms, calls, share in s['kernels'][:args.top]:
     print(f'| `{n[:90]}` | {ms:.3f} | {calls:.0f} | {100 * share:.1f}% |')
+  if s['named_ops']:
+    named = sum(ms for _, ms, _ in s['named_ops'])
+    depthwise = sum(ms for n, ms, _ in s['named_ops'] if 'depthwise_conv/' in n)
+    print(f'\nKernels with a source op (cuDNN, cuBLAS): {named:.2f} ms per step, of which '
+          f'depthwise convolutions {depthwise:.2f} ms (forward and both gradients).')
+    print('| source op | ms/step | share |\n|---|---|---|')
+    for n, ms, share in s['named_ops'][:args.top]:
+      print(f'| `{n.split("/", 1)[-1][:100]}` | {ms:.3f} | {100 * share:.1f}% |')
   return 0
 
 

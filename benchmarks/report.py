@@ -131,6 +131,24 @@ def augment_rows(records: dict[str, dict[str, Any]]) -> list[str]:
   return rows
 
 
+def speed_rows(records: dict[str, dict[str, Any]]) -> list[str]:
+  """Speed-work variants of the B0 train step against the step as built, same run."""
+  plain = ((records.get('ours_b0_train') or {}).get('result') or {})
+  rows = []
+  shift = ((records.get('ours_b0_train_shift') or {}).get('result') or {})
+  if shift and plain.get('images_per_sec'):
+    rows.append(f'- B0 train step with depthwise convolutions as k·k shifts: '
+                f'{_num(shift["images_per_sec"])} img/s against {_num(plain["images_per_sec"])} '
+                f'({shift["images_per_sec"] / plain["images_per_sec"]:.3f}×)')
+  layers = ((records.get('depthwise_shapes') or {}).get('result') or {})
+  if layers.get('total_forward_backward_ms'):
+    t = layers['total_forward_backward_ms']
+    rows.append(f'- B0 depthwise layers alone, forward + backward, batch {layers["batch"]}: '
+                f'grouped convolution {t["conv"]:.2f} ms, shifts {t["shift"]:.2f} ms, the faster '
+                f'per layer {layers["total_forward_backward_ms_best_per_layer"]:.2f} ms')
+  return rows
+
+
 def check_rows(records: dict[str, dict[str, Any]]) -> list[str]:
   """The correctness items: augmentation parity with XLA:CPU, the tests on the device."""
   rows = []
@@ -182,6 +200,9 @@ def render(path: str) -> str:
   parts = header(env, records) + [''] + workload_rows(records) + [''] + compile_rows(records)
   if any(name in records for name in AUGMENT_ITEMS):
     parts += [''] + augment_rows(records)
+  speed = speed_rows(records)
+  if speed:
+    parts += [''] + speed
   checks = check_rows(records)
   if checks:
     parts += [''] + checks

@@ -1,6 +1,7 @@
 """The whole GPU benchmark in one go: ours vs timm + torch.compile, same card, same run.
 
-On the device machine (one H100; about 8 minutes):
+On the device machine (one H200; the items' measured times add up to about 20 minutes, more than
+one call's 10, so a session runs them as two or three calls with `--only`: docs/benchmarks.md):
 
   python benchmarks/run_gpu_suite.py     # → $OUT/suite.json, suite.log, table.md, profile files
 
@@ -23,6 +24,8 @@ every JAX run starts with empty device memory):
                        the device (tests/conftest.py, EFFICIENTNET_JAX_TEST_PLATFORM)
   ours_b0_train_autoaugment / ours_b0_train_randaugment   the B0 train step with that policy on
                        the device (uint8 in): against ours_b0_train, the augmentation's share
+  depthwise_shapes     each B0 depthwise layer alone, XLA's grouped convolution vs k·k shifts
+  ours_b0_train_shift  the B0 train step with every depthwise convolution as shifts
   ours_b4_train / timm_b4_train   B4@380 (timm tf_efficientnet_b4: TF 'SAME' padding, as ours)
   ours_b7_train / timm_b7_train   B7@600, the largest batch that fits from a list; ours
                        rematerialised (timm without checkpointing, its default)
@@ -51,7 +54,8 @@ SMOKE = os.environ.get('SUITE_SMOKE', '') not in ('', '0')
 
 @dataclasses.dataclass(frozen=True)
 class Item:
-  """One benchmark process: a name, its command and a time estimate on one H100."""
+  """One benchmark process: a name, its command and a time estimate (wall seconds on one H200,
+  measured 2026-12-04 where the item ran then)."""
   name: str
   command: tuple[str, ...]
   estimate_s: float
@@ -90,11 +94,11 @@ def checks(out: str, platform: str, parity_size: int, test_workers: int) -> list
   return [
       Item('augment_parity', (sys.executable, os.path.join(REPO, 'benchmarks',
                                                            'device_augment_parity.py'),
-                              f'--size={parity_size}', '--json'), 45),
+                              f'--size={parity_size}', '--json'), 30),
       Item('gpu_tests', (sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
                          '-n', str(test_workers), '-m', 'not expensive and not slow',
                          f'--junitxml={os.path.join(out, "gpu_tests.xml")}', *GPU_TESTS),
-           120, env=test_env, check=True),
+           70, env=test_env, check=True),
   ]
 
 
@@ -124,6 +128,10 @@ def items(cache: str, profile_dir: str, out: str = '.') -> list[Item]:
                                                extra=cached + augmented('autoaugment')), 1),
         Item('ours_b0_train_randaugment', ours('b0', 'train', b, r, steps=s, warmup=w,
                                                extra=cached + augmented('randaugment')), 1),
+        Item('depthwise_shapes', (sys.executable, os.path.join(REPO, 'benchmarks',
+                                                               'depthwise_shapes.py'),
+                                  '--model=b0', '--batch=2', f'--resolution={r}', '--steps=2',
+                                  '--warmup=1', '--json'), 1),
         # The largest-batch search and remat, on B0.
         Item('ours_b7_train', ours('b0', 'train', '32,16', r, steps=s, warmup=w, remat=True,
                                    extra=cached), 1),
@@ -132,22 +140,29 @@ def items(cache: str, profile_dir: str, out: str = '.') -> list[Item]:
     ]
   b7_ours, b7_timm = '128,96,64,48,32,16', '48,32,24,16,8'
   return [
-      Item('ours_b0_train', ours('b0', 'train', '256', 224, steps=30, warmup=5, extra=cached), 90),
+      Item('ours_b0_train', ours('b0', 'train', '256', 224, steps=30, warmup=5, extra=cached), 120),
       Item('ours_b0_train_warm', ours('b0', 'train', '256', 224, steps=3, warmup=0,
                                       extra=cached), 25),
-      Item('timm_b0_train', timm('efficientnet_b0', 'train', '256', 224, steps=30, warmup=5), 90),
-      Item('ours_b0_infer', ours('b0', 'infer', '256', 224, steps=30, warmup=5, extra=cached), 35),
-      Item('timm_b0_infer', timm('efficientnet_b0', 'infer', '256', 224, steps=30, warmup=5), 45),
+      Item('timm_b0_train', timm('efficientnet_b0', 'train', '256', 224, steps=30, warmup=5), 115),
+      Item('ours_b0_infer', ours('b0', 'infer', '256', 224, steps=30, warmup=5, extra=cached), 45),
+      Item('timm_b0_infer', timm('efficientnet_b0', 'infer', '256', 224, steps=30, warmup=5), 50),
       # 3 steps traced: a bigger trace would pass the 16 MiB a returned file may have.
       Item('ours_b0_profile', ours('b0', 'train', '256', 224, steps=3, warmup=2,
-                                   extra=cached + profile), 25),
+                                   extra=cached + profile), 30),
       *checks(out, 'cuda', parity_size=224, test_workers=6),
       Item('ours_b0_train_autoaugment', ours('b0', 'train', '256', 224, steps=20, warmup=5,
                                              extra=cached + augmented('autoaugment')), 60),
       Item('ours_b0_train_randaugment', ours('b0', 'train', '256', 224, steps=20, warmup=5,
-                                             extra=cached + augmented('randaugment')), 50),
+                                             extra=cached + augmented('randaugment')), 60),
+      # Speed work, the profile's first cost: depthwise convolutions as k·k shifts, per layer and
+      # in the whole step (against ours_b0_train; not yet run on a GPU).
+      Item('depthwise_shapes', (sys.executable, os.path.join(REPO, 'benchmarks',
+                                                             'depthwise_shapes.py'),
+                                '--model=b0', '--batch=256', '--json'), 90),
+      Item('ours_b0_train_shift', ours('b0', 'train', '256', 224, steps=20, warmup=5,
+                                       extra=cached + ('--depthwise_impl=shift',)), 70),
       Item('ours_b4_train', ours('b4', 'train', '64,48,32', 380, steps=10, warmup=3,
-                                 extra=cached), 90),
+                                 extra=cached), 185),
       Item('timm_b4_train', timm('tf_efficientnet_b4', 'train', '64,48,32', 380, steps=10,
                                  warmup=3), 100),
       Item('ours_b7_train', ours('b7', 'train', b7_ours, 600, steps=5, warmup=2, remat=True,
@@ -182,6 +197,9 @@ def run_item(item: Item, timeout_s: float, log) -> dict[str, object]:
   # JAX preallocates 75% of the card by default; the largest-batch search needs nearly all.
   env.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.95')
   env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  # Scripts run by path (benchmarks/*.py) import the package from the checkout, installed or not
+  # (the GPU image has it only as this working tree).
+  env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, env.get('PYTHONPATH')) if p)
   env.update(item.env)
   start, load = time.perf_counter(), os.getloadavg()[0]  # Other work on the host skews figures.
   status = 'ok'

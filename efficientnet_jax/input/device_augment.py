@@ -27,9 +27,12 @@ in 2,000 and a shear samples the neighbouring pixel near half-pixel boundaries. 
 that feeds a sum is a float32 value times an integer, computed by `_product`, whose result no
 contraction changes; the grey conversion, whose products are not of that form, reads them from a
 table. And the sums are TF's, in TF's order (a depthwise convolution adds its nine products row by
-row). What remains platform-dependent is sin/cos: XLA:CPU calls glibc's, as TF's kernels do; on a
-GPU, CUDA's are not correctly rounded, so a rotation there may sample a neighbouring pixel where a
-source coordinate falls within ~1e-4 px of a half-pixel.
+row). Nor is a quotient computed on the device: XLA:GPU's float32 division is not correctly rounded,
+so AutoContrast reads its `255 / span` from a table (an H200 put 23% of its values one level off
+before). What remains platform-dependent is sin/cos: XLA:CPU calls glibc's, as TF's kernels do; on
+a GPU, CUDA's are not correctly rounded, so a rotation there may sample a neighbouring pixel where
+a source coordinate falls within ~1e-4 px of a half-pixel (none did on the H200 for the images of
+benchmarks/device_augment_parity.py; docs/benchmarks.md).
 
 The random choices have augment.py's distributions (op uniformly, or sub-policy uniformly and each
 op with its probability; sign of a rotation/shear/translation 1/2 each; cutout centre uniform over
@@ -124,6 +127,14 @@ def blend(image1: jax.Array, image2: jax.Array, factor: Number) -> jax.Array:
 _LEVELS = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None], (256, 3))
 
 
+# `255 / span` in float32, correctly rounded, for every span 1..255 (index 0: a dummy 1). Read from
+# a table rather than divided on the device: XLA:GPU's float32 division is not correctly rounded,
+# and where 255 / span is an integer (span 1, 3, 5, 15, 17, 51, 85) a quotient one ulp low truncates
+# every stretched pixel one level down (measured on an H200: 23% of AutoContrast's values).
+_AUTO_CONTRAST_SCALES = np.concatenate(
+    [np.ones(1, np.float32), np.float32(255.0) / np.arange(1, 256, dtype=np.float32)])
+
+
 def _auto_contrast_table(histograms: jax.Array) -> jax.Array:
   """AutoContrast for an image with these histograms (its range is their populated span).
 
@@ -134,9 +145,10 @@ def _auto_contrast_table(histograms: jax.Array) -> jax.Array:
   populated = histograms > 0
   low = jnp.min(jnp.where(populated, levels, 255.0), axis=0)
   high = jnp.max(jnp.where(populated, levels, 0.0), axis=0)
-  # A flat channel has nothing to stretch: divide by a dummy 1, then keep the input unchanged.
+  # A flat channel has nothing to stretch: a dummy scale, then the input is kept unchanged.
   flat = high <= low
-  scale = 255.0 / jnp.where(flat, 1.0, high - low)
+  span = jnp.where(flat, 0, high - low).astype(jnp.int32)
+  scale = jnp.asarray(_AUTO_CONTRAST_SCALES)[span]
   offset = _product(scale, -low)
   stretched = jnp.clip(_product(scale, levels) + offset, 0.0, 255.0)
   return jnp.where(flat, levels, stretched).astype(jnp.uint8)

@@ -13,6 +13,7 @@ from efficientnet_jax import config as config_lib
 from efficientnet_jax.benchmarking import harness
 from efficientnet_jax.errors import UsageError
 from efficientnet_jax.input import device_augment
+from efficientnet_jax.input import device_preprocessing
 from efficientnet_jax.models import scaling
 from efficientnet_jax.training import setup
 
@@ -38,7 +39,8 @@ def test_the_timed_step_augments_uint8_images_with_the_recipes_policy(monkeypatc
   monkeypatch.setattr(device_augment, 'autoaugment', autoaugment)
   bench = harness.build('b0', batch=8, resolution=32, depthwise_impl='conv',
                         augment_on_device=True)
-  assert bench.config.augment.policy == 'autoaugment' and bench.config.augment.on_device
+  assert bench.config.augment.policy == 'autoaugment'
+  assert device_preprocessing.augment_on_device(bench.config)
   state, batch, _ = bench.args
   assert batch['image'].dtype == np.uint8
   lowered = bench.jitted.lower(*bench.args)
@@ -48,11 +50,20 @@ def test_the_timed_step_augments_uint8_images_with_the_recipes_policy(monkeypatc
   assert lowered.out_info[0].step.shape == state.step.shape
 
 
-def test_without_the_flag_the_recipe_is_the_builders_own():
+@pytest.mark.parametrize('backend', ['cpu', 'gpu'])
+def test_without_the_flag_the_recipe_is_the_builders_own(backend, monkeypatch):
+  # As on an accelerator too (the GPU session's tests failed here when they assumed a CPU).
+  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
   built = config_lib.get_config('b0', batch_size=8, image_size=32, dtype='bfloat16', remat=False,
                                 depthwise_impl='auto')
+  # The builder's default (None) augments on the device where JAX runs on an accelerator; the
+  # benchmark without the flag times the step without augmentation everywhere.
+  if device_preprocessing.augment_on_device(built):
+    built.augment.on_device = False
   assert harness.recipe('b0', batch=8, resolution=32).to_dict() == built.to_dict()
-  assert harness.recipe('b0', batch=8, resolution=32, augment_on_device=True).augment.on_device
+  assert not device_preprocessing.augment_on_device(harness.recipe('b0', batch=8, resolution=32))
+  assert device_preprocessing.augment_on_device(
+      harness.recipe('b0', batch=8, resolution=32, augment_on_device=True))
   images = harness.synthetic_batch(8, 32, uint8=True)['image']
   assert images.dtype == np.uint8 and images.shape == (8, 32, 32, 3)
 
@@ -72,7 +83,8 @@ def test_the_flag_is_for_the_train_step_and_shows_in_the_report():
 def test_another_policy_replaces_the_recipes_and_needs_the_device_flag():
   config = harness.recipe('b0', batch=8, resolution=32, augment_on_device=True,
                           augment_policy='randaugment')
-  assert config.augment.policy == 'randaugment' and config.augment.on_device
+  assert config.augment.policy == 'randaugment'
+  assert device_preprocessing.augment_on_device(config)
   with pytest.raises(UsageError, match='add --augment_on_device'):
     harness.validate('b0', batch=8, resolution=32, mode='train', dtype='bfloat16',
                      augment_policy='randaugment')

@@ -264,6 +264,7 @@ def _mesh_shardings():
   return NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
 
 
+@pytest.mark.four_devices
 def test_sharded_grad_step_on_four_devices():
   data, replicated = _mesh_shardings()
   net = model.create_model('b0', num_classes=10, block_strings=model_helpers.TINY_BLOCKS)
@@ -299,6 +300,7 @@ def test_sharded_grad_step_on_four_devices():
   assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree_util.tree_leaves(new_params))
 
 
+@pytest.mark.four_devices
 def test_sharded_batchnorm_is_synchronised():
   data, replicated = _mesh_shardings()
   net = model.create_model('b0', num_classes=10, block_strings=model_helpers.TINY_BLOCKS,
@@ -323,6 +325,7 @@ def test_sharded_batchnorm_is_synchronised():
   assert np.abs(np.asarray(logits_g) - np.asarray(logits)).max() > 1e-2
 
 
+@pytest.mark.four_devices
 @pytest.mark.parametrize('group', [2, 4, 8, 16], ids=lambda g: f'group{g}')
 def test_grouped_batchnorm_sharded_over_devices_equals_per_group_statistics(group):
   # 16 examples on 4 devices (4 each): groups of 2 put two groups on a device, 4 is one device,
