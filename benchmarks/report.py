@@ -36,6 +36,11 @@ def load(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
   return suite.get('environment', {}), {r['item']: r for r in suite.get('items', [])}
 
 
+def _result(records: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+  """An item's result, or {} where it did not run, failed or was skipped."""
+  return (records.get(name) or {}).get('result') or {}
+
+
 def _num(value: float | None, digits: int = 0) -> str:
   return '—' if value is None else f'{value:,.{digits}f}'
 
@@ -91,8 +96,8 @@ def workload_rows(records: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def compile_rows(records: dict[str, dict[str, Any]]) -> list[str]:
-  cold = ((records.get('ours_b0_train') or {}).get('result') or {})
-  warm = ((records.get('ours_b0_train_warm') or {}).get('result') or {})
+  cold = _result(records, 'ours_b0_train')
+  warm = _result(records, 'ours_b0_train_warm')
   cold_s = cold.get('compile_s')
   warm_s = warm.get('time_to_first_step_s')
   return [
@@ -110,7 +115,7 @@ def compile_rows(records: dict[str, dict[str, Any]]) -> list[str]:
 
 def augment_rows(records: dict[str, dict[str, Any]]) -> list[str]:
   """The augmentation's share of the B0 train step: 1 − (img/s with it) / (img/s without)."""
-  plain = ((records.get('ours_b0_train') or {}).get('result') or {})
+  plain = _result(records, 'ours_b0_train')
   rows = ['| B0 train step, augmentation on the device | img/s | step ms | share of the step | '
           f'target | met |', '|---|---|---|---|---|---|',
           f'| none (float32 images in) | {_num(plain.get("images_per_sec"))} | '
@@ -133,14 +138,14 @@ def augment_rows(records: dict[str, dict[str, Any]]) -> list[str]:
 
 def speed_rows(records: dict[str, dict[str, Any]]) -> list[str]:
   """Speed-work variants of the B0 train step against the step as built, same run."""
-  plain = ((records.get('ours_b0_train') or {}).get('result') or {})
+  plain = _result(records, 'ours_b0_train')
   rows = []
-  shift = ((records.get('ours_b0_train_shift') or {}).get('result') or {})
+  shift = _result(records, 'ours_b0_train_shift')
   if shift and plain.get('images_per_sec'):
     rows.append(f'- B0 train step with depthwise convolutions as k·k shifts: '
                 f'{_num(shift["images_per_sec"])} img/s against {_num(plain["images_per_sec"])} '
                 f'({shift["images_per_sec"] / plain["images_per_sec"]:.3f}×)')
-  layers = ((records.get('depthwise_shapes') or {}).get('result') or {})
+  layers = _result(records, 'depthwise_shapes')
   if layers.get('total_forward_backward_ms'):
     t = layers['total_forward_backward_ms']
     rows.append(f'- B0 depthwise layers alone, forward + backward, batch {layers["batch"]}: '
@@ -152,7 +157,7 @@ def speed_rows(records: dict[str, dict[str, Any]]) -> list[str]:
 def check_rows(records: dict[str, dict[str, Any]]) -> list[str]:
   """The correctness items: augmentation parity with XLA:CPU, the tests on the device."""
   rows = []
-  parity = ((records.get('augment_parity') or {}).get('result') or {})
+  parity = _result(records, 'augment_parity')
   if parity.get('summary'):
     s = parity['summary']
     worst = ', '.join(f'{n} (max {d["max_abs_diff"]}, {100 * d["differing_fraction"]:.3f}% of '
