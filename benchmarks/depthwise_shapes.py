@@ -2,10 +2,9 @@
 
   python benchmarks/depthwise_shapes.py --model=b0 [--batch=256] [--resolution=224] [--json]
 
-The H200 profile of the B0 train step (docs/benchmarks.md) puts a quarter of the step in
-depthwise convolutions, 2.7 ms of it in one: cuDNN's grouped direct kernel for block 3's 5×5,
-stride-2 convolution. This script measures, for each depthwise layer of the network (shapes read
-from the model itself), the forward pass and the forward + backward pass (gradients of the input
+Depthwise convolutions take about a quarter of the B0 train step on a GPU (docs/benchmarks.md,
+"H200"). This script measures, for each depthwise layer of the network (shapes read from the
+model itself), the forward pass and the forward + backward pass (gradients of the input
 and of the kernel, as training needs) with both `layers.DepthwiseConv` implementations: 'conv'
 (`lax.conv_general_dilated` with feature groups: cuDNN on a GPU) and 'shift' (k·k shifted
 multiply-adds that XLA fuses). Each is jitted alone, run `--warmup` times, then timed `--steps`

@@ -13,8 +13,8 @@ import os
 import sys
 from typing import Any
 
-# workload -> (label, min ours img/s, min ratio ours/timm); None: no such target. The targets of
-# the lent card, one H200 (docs/benchmarks.md).
+# workload -> (label, min ours img/s, min ratio ours/timm); None: no such target. The project's
+# targets for one H200 (docs/benchmarks.md).
 TARGETS: dict[str, tuple[str, float | None, float | None]] = {
     'b0_train': ('B0 train', 15_000, 1.9),
     'b0_infer': ('B0 infer', 50_000, 1.5),

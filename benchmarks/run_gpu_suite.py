@@ -1,7 +1,7 @@
 """The whole GPU benchmark in one go: ours vs timm + torch.compile, same card, same run.
 
-On the device machine (one H200; the items' measured times add up to about 20 minutes, more than
-one call's 10, so a session runs them as two or three calls with `--only`: docs/benchmarks.md):
+On a GPU machine (the time estimates are an H200's and add up to about 20 minutes; `--budget_s`
+and `--only` split the items over several calls: docs/benchmarks.md):
 
   python benchmarks/run_gpu_suite.py     # → $OUT/suite.json, suite.log, table.md, profile files
 
@@ -31,9 +31,9 @@ every JAX run starts with empty device memory):
                        rematerialised (timm without checkpointing, its default)
 An item starts only if its time estimate fits in what is left of `--budget_s`; skipped items are
 recorded as such, so a second call can run them (`--only=ours_b7_train,timm_b7_train`).
-suite.json is rewritten after every item, so a timeout still leaves the earlier results. The device
-tool brings back at most 8 files from $OUT, none deeper than 2 folders: hence one JSON for all
-items, one log, and the profile's trace files copied flat into $OUT.
+suite.json is rewritten after every item, so a timeout still leaves the earlier results. $OUT
+stays a few flat files, easy to bring back from a remote machine: one JSON for all items, one log,
+the markdown table, the test report and the profile's trace files copied flat into it.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ SMOKE = os.environ.get('SUITE_SMOKE', '') not in ('', '0')
 
 @dataclasses.dataclass(frozen=True)
 class Item:
-  """One benchmark process: a name, its command and a time estimate (wall seconds on one H200,
-  measured 2026-12-04 where the item ran then)."""
+  """One benchmark process: a name, its command and a time estimate (wall seconds on one H200:
+  the item's measured time where it has run there, docs/benchmarks.md "H200")."""
   name: str
   command: tuple[str, ...]
   estimate_s: float
@@ -146,7 +146,7 @@ def items(cache: str, profile_dir: str, out: str = '.') -> list[Item]:
       Item('timm_b0_train', timm('efficientnet_b0', 'train', '256', 224, steps=30, warmup=5), 115),
       Item('ours_b0_infer', ours('b0', 'infer', '256', 224, steps=30, warmup=5, extra=cached), 45),
       Item('timm_b0_infer', timm('efficientnet_b0', 'infer', '256', 224, steps=30, warmup=5), 50),
-      # 3 steps traced: a bigger trace would pass the 16 MiB a returned file may have.
+      # 3 steps traced: the trace stays under 16 MiB, small enough to copy off the GPU machine.
       Item('ours_b0_profile', ours('b0', 'train', '256', 224, steps=3, warmup=2,
                                    extra=cached + profile), 30),
       *checks(out, 'cuda', parity_size=224, test_workers=6),
@@ -155,7 +155,7 @@ def items(cache: str, profile_dir: str, out: str = '.') -> list[Item]:
       Item('ours_b0_train_randaugment', ours('b0', 'train', '256', 224, steps=20, warmup=5,
                                              extra=cached + augmented('randaugment')), 60),
       # Speed work, the profile's first cost: depthwise convolutions as k·k shifts, per layer and
-      # in the whole step (against ours_b0_train; not yet run on a GPU).
+      # in the whole step (against ours_b0_train).
       Item('depthwise_shapes', (sys.executable, os.path.join(REPO, 'benchmarks',
                                                              'depthwise_shapes.py'),
                                 '--model=b0', '--batch=256', '--json'), 90),

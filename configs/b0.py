@@ -1,5 +1,19 @@
 """EfficientNet-B0, the TF reference recipe (docs/reference.md §5).
 
+What makes it B0, as the builder (`config.get_config('b0')`) and `recipes.PUBLISHED`
+define it (tests/test_configs_doc.py keeps these lines equal to them):
+  variant         b0: width 1.0, depth 1.0 (docs/reference.md §1)
+  resolution      224 px
+  dropout         0.2 (before the classifier)
+  augmentation    AutoAugment v0
+  BN group        512 examples (batch/8, as on TF TPUs: README, "Recipes")
+  batch           4096
+  epochs          350
+  ImageNet top-1  77.1% (paper Table 2; TF README §2, AutoAugment row)
+  also published  `:aug=none` 76.7% (TF README §2, baseline preprocessing row)
+
+Every other key is the TF reference recipe all variants share (README, "Training").
+
 Launch:
   python -m efficientnet_jax.main --config=configs/b0.py --workdir=runs/b0 \
       --config.data_dir=$TFDS_DATA_DIR

@@ -1,5 +1,18 @@
 """EfficientNet-B6, the TF reference recipe (docs/reference.md §5).
 
+What makes it B6, as the builder (`config.get_config('b6')`) and `recipes.PUBLISHED`
+define it (tests/test_configs_doc.py keeps these lines equal to them):
+  variant         b6: width 1.8, depth 2.6 (docs/reference.md §1)
+  resolution      528 px
+  dropout         0.5 (before the classifier)
+  augmentation    AutoAugment v0
+  BN group        512 examples (batch/8, as on TF TPUs: README, "Recipes")
+  batch           4096
+  epochs          350
+  ImageNet top-1  84.0% (paper Table 2; TF README §2, AutoAugment row)
+
+Every other key is the TF reference recipe all variants share (README, "Training").
+
 Launch:
   python -m efficientnet_jax.main --config=configs/b6.py --workdir=runs/b6 \
       --config.data_dir=$TFDS_DATA_DIR

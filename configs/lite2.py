@@ -1,5 +1,18 @@
 """EfficientNet-Lite2: no SE, ReLU6, (x-127)/128 inputs, bilinear resize.
 
+What makes it Lite2, as the builder (`config.get_config('lite2')`) and `recipes.PUBLISHED`
+define it (tests/test_configs_doc.py keeps these lines equal to them):
+  variant         lite2: width 1.1, depth 1.2 (docs/reference.md §1)
+  resolution      260 px
+  dropout         0.3 (before the classifier)
+  augmentation    none
+  BN group        512 examples (batch/8, as on TF TPUs: README, "Recipes")
+  batch           4096
+  epochs          350
+  ImageNet top-1  77.6% (TF lite/README.md, FP32 accuracy)
+
+Every other key is the TF reference recipe all variants share (README, "Training").
+
 Launch:
   python -m efficientnet_jax.main --config=configs/lite2.py --workdir=runs/lite2 \
       --config.data_dir=$TFDS_DATA_DIR

@@ -1,5 +1,18 @@
 """EfficientNet-Lite3: no SE, ReLU6, (x-127)/128 inputs, bilinear resize.
 
+What makes it Lite3, as the builder (`config.get_config('lite3')`) and `recipes.PUBLISHED`
+define it (tests/test_configs_doc.py keeps these lines equal to them):
+  variant         lite3: width 1.2, depth 1.4 (docs/reference.md §1)
+  resolution      280 px
+  dropout         0.3 (before the classifier)
+  augmentation    none
+  BN group        512 examples (batch/8, as on TF TPUs: README, "Recipes")
+  batch           4096
+  epochs          350
+  ImageNet top-1  79.8% (TF lite/README.md, FP32 accuracy)
+
+Every other key is the TF reference recipe all variants share (README, "Training").
+
 Launch:
   python -m efficientnet_jax.main --config=configs/lite3.py --workdir=runs/lite3 \
       --config.data_dir=$TFDS_DATA_DIR

@@ -7,7 +7,8 @@
   optimizer.py       optax chain, learning-rate schedule, weight-decay mask, EMA
   evaluation.py      one pass over the eval split; restore-and-evaluate a checkpoint
   checkpointing.py   orbax CheckpointManager, damaged-checkpoint fallback, preemption signals,
-                     a failed write as one error (quiet_orbax.py keeps the libraries' copies off the console)
+                     a failed write as one error
+  quiet_orbax.py     keeps the libraries' duplicate reports of a failed write off the console
   metric_writers.py  TensorBoard + JSONL + the progress line
   warm_start.py      `config.init_from`
   compile_cache.py   the persistent XLA compilation cache
