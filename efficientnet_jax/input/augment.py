@@ -10,8 +10,8 @@ made).
 The op names, the v0 table and the level→argument map (`level_to_arg`, with the magnitude
 convention: levels above 10 extrapolate, evaluated in Python doubles as TF does) are in
 augment_policies.py, which has no TensorFlow, so that device_augment.py (the same ops in JAX, for
-the accelerator) shares them; this module re-exports them under their old names. The notes on
-where TF's ops behave surprisingly stay here, next to each other and to the ops.
+the accelerator) shares them. The notes on where TF's ops behave surprisingly stay here, next to
+each other and to the ops.
 
 No tf.contrib / tensorflow_addons: the geometric ops use `ImageProjectiveTransformV3`. Only the
 random draws differ from TF: every random choice (which op or sub-policy, whether to apply it, the
@@ -44,12 +44,11 @@ from typing import Sequence, Union
 import numpy as np
 import tensorflow as tf
 
-# Re-exported under the names they had before they moved to augment_policies.py.
-from efficientnet_jax.input.augment_policies import (  # pylint: disable=unused-import
-    AUTOAUGMENT_CUTOUT_CONST, AUTOAUGMENT_TRANSLATE_CONST, MAX_LEVEL, POLICIES, POLICY_V0,
-    RANDAUGMENT_CUTOUT_CONST, RANDAUGMENT_OPS, RANDAUGMENT_TRANSLATE_CONST, REPLACE, level_to_arg,
-    policy_args)
-from efficientnet_jax.input.augment_policies import UNLEVELLED_OPS as _UNLEVELLED_OPS
+from efficientnet_jax.input.augment_policies import (AUTOAUGMENT_CUTOUT_CONST,
+                                                     AUTOAUGMENT_TRANSLATE_CONST,
+                                                     RANDAUGMENT_CUTOUT_CONST, RANDAUGMENT_OPS,
+                                                     RANDAUGMENT_TRANSLATE_CONST, REPLACE,
+                                                     UNLEVELLED_OPS, level_to_arg, policy_args)
 
 Number = Union[float, int, tf.Tensor]
 
@@ -441,7 +440,7 @@ def autoaugment(image: tf.Tensor, seed: tf.Tensor, *, policy: str = 'v0', replac
   Args:
     image: uint8 [H, W, 3].
     seed: int [2] tensor; all choices derive from it.
-    policy: a key of `POLICIES` ('v0', the policy of the TF EfficientNet runs).
+    policy: a key of `AUTOAUGMENT_POLICIES` ('v0', the policy of the TF EfficientNet runs).
     replace: fill value of geometric ops and cutout.
     translate_const: translation in pixels at level 10 (TF AutoAugment: 250).
     cutout_const: cutout half-side in pixels at level 10 (TF AutoAugment: 100).
@@ -468,7 +467,7 @@ def autoaugment(image: tf.Tensor, seed: tf.Tensor, *, policy: str = 'v0', replac
     op_seed = seeds[2 + 2 * index]
     branches = [
         functools.partial(_apply_args, name, image,
-                          () if name in _UNLEVELLED_OPS else op_args, op_seed, replace)
+                          () if name in UNLEVELLED_OPS else op_args, op_seed, replace)
         for name in RANDAUGMENT_OPS
     ]
     # Applied with probability p (TF: floor(u + p) != 0, the same event as u >= 1 - p).

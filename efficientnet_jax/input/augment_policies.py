@@ -1,8 +1,12 @@
-"""The augmentation tables: op names, AutoAugment policy v0, levels → op arguments. Plain Python.
+"""The augmentation policies and their tables (op names, policy v0, levels → op arguments).
 
-Shared by the TF ops (augment.py, in the tf.data pipeline) and the JAX ops (device_augment.py, on
-the accelerator, whose machines have no TensorFlow), so this module imports neither. Every table
-and formula is TF EfficientNet's (tensorflow/tpu models/official/efficientnet/autoaugment.py).
+`AUGMENT_POLICIES` is the one registry of `config.augment.policy`'s values: each policy's TF op
+(augment.py, one image in the tf.data pipeline), its JAX op (device_augment.py, a batch on the
+accelerator) and the config keys they read. The host pipeline (preprocessing.py), the device path
+(device_preprocessing.py) and the config check (`training.setup.validate`) dispatch through it.
+Both sides share this module, and the accelerator machines have no TensorFlow, so it imports
+neither TensorFlow nor JAX. Every table and formula is TF EfficientNet's (tensorflow/tpu
+models/official/efficientnet/autoaugment.py).
 
 Magnitude convention (TF EfficientNet's, behind its M=10/17/28; docs/reference.md §5): a level
 is on AutoAugment's 0..10 scale (`MAX_LEVEL = 10` is the strongest setting AutoAugment searched),
@@ -18,8 +22,9 @@ does what TF's does.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
-from typing import Union
+from typing import Any, Mapping, Union
 
 MAX_LEVEL = 10.0
 
@@ -68,7 +73,7 @@ POLICY_V0 = (
     (('Solarize', 0.6, 8), ('Equalize', 0.6, 1)),
     (('Color', 0.8, 6), ('Rotate', 0.4, 5)),
 )
-POLICIES = {'v0': POLICY_V0}
+AUTOAUGMENT_POLICIES = {'v0': POLICY_V0}
 
 Argument = Union[float, int]
 
@@ -126,10 +131,61 @@ def policy_args(policy: str = 'v0', *, translate_const: float = AUTOAUGMENT_TRAN
   Returns:
     Per sub-policy, per position: (op name, probability, arguments before the random sign).
   """
-  if policy not in POLICIES:
-    raise ValueError(f'Unknown AutoAugment policy {policy!r}; expected one of {sorted(POLICIES)}.')
+  if policy not in AUTOAUGMENT_POLICIES:
+    raise ValueError(f'Unknown AutoAugment policy {policy!r}; expected one of '
+                     f'{sorted(AUTOAUGMENT_POLICIES)}.')
   return tuple(
       tuple((name, probability, level_to_arg(name, level, translate_const=translate_const,
                                               cutout_const=cutout_const))
             for name, probability, level in sub_policy)
-      for sub_policy in POLICIES[policy])
+      for sub_policy in AUTOAUGMENT_POLICIES[policy])
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentPolicy:
+  """One value of `config.augment.policy`: the op that applies it on each side, the keys it reads.
+
+  The ops are named, not imported (this module imports neither TensorFlow nor JAX): each side
+  looks its own up, augment.py's on the host and device_augment.py's on the accelerator. Both
+  take the same keyword arguments, and translate/cutout default to TF's constants of the policy
+  (`RANDAUGMENT_*` and `AUTOAUGMENT_*` above).
+
+  Attributes:
+    name: the value of `config.augment.policy`.
+    host_op: the function of augment.py (TF, one uint8 image and a seed); None: the identity.
+    device_op: the function of device_augment.py (JAX, a uint8 batch and a key per example);
+      None: the identity.
+    config_keys: (key of `config.augment`, the ops' keyword argument it sets), for each key the
+      policy reads.
+  """
+  name: str
+  host_op: str | None
+  device_op: str | None
+  config_keys: tuple[tuple[str, str], ...] = ()
+
+  @property
+  def is_identity(self) -> bool:
+    """Whether the policy leaves the images as they are ('none')."""
+    return self.host_op is None and self.device_op is None
+
+  def op_kwargs(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ops' keyword arguments from `settings`: `config.augment`, or a mapping of its keys."""
+    return {argument: settings[key] for key, argument in self.config_keys}
+
+
+AUGMENT_POLICIES: dict[str, AugmentPolicy] = {policy.name: policy for policy in (
+    # AutoAugment's policy v0, the one the TF EfficientNet runs used (`AUTOAUGMENT_POLICIES`).
+    AugmentPolicy('autoaugment', host_op='autoaugment', device_op='autoaugment'),
+    AugmentPolicy('randaugment', host_op='randaugment', device_op='randaugment',
+                  config_keys=(('randaugment_layers', 'num_layers'),
+                               ('randaugment_magnitude', 'magnitude'))),
+    AugmentPolicy('none', host_op=None, device_op=None),
+)}
+
+
+def augment_policy(name: str) -> AugmentPolicy:
+  """The policy `config.augment.policy` names; a ValueError names the valid ones."""
+  if name not in AUGMENT_POLICIES:
+    raise ValueError(f'Unknown augment policy {name!r}; expected one of '
+                     f"{', '.join(AUGMENT_POLICIES)}.")
+  return AUGMENT_POLICIES[name]

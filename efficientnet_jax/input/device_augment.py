@@ -674,7 +674,8 @@ def autoaugment(images: jax.Array, seeds: jax.Array, *, policy: str = 'v0',
   Args:
     images: uint8 [B, H, W, 3].
     seeds: one JAX PRNG key per example ([B] typed keys or [B, 2] uint32).
-    policy: a key of `augment_policies.POLICIES` ('v0', the policy of the TF EfficientNet runs).
+    policy: a key of `augment_policies.AUTOAUGMENT_POLICIES` ('v0', the policy of the TF
+      EfficientNet runs).
     replace: fill value of geometric ops and cutout.
     translate_const: translation in pixels at level 10 (TF AutoAugment: 250).
     cutout_const: cutout half-side in pixels at level 10 (TF AutoAugment: 100).

@@ -3,9 +3,10 @@
 With augmentation on the device, the host pipeline only decodes, crops, resizes and flips, and
 yields uint8 images: the exact uint8 images its own augmentation would have received
 (preprocessing.py clips and truncates the resized float32 image, as TF does). The train step then
-calls `train_images_fn(config)` on the batch: the config's policy (device_augment.py: TF's ops, bit
-for bit on XLA:CPU, and TF's distributions of the random choices, drawn from JAX keys) and the
-host's normalisation, with the same float32 arithmetic. A quarter of the bytes cross from host to
+calls `train_images_fn(config)` on the batch: the config's policy (its JAX op in
+`augment_policies.AUGMENT_POLICIES`, from device_augment.py: TF's ops, bit for bit on XLA:CPU,
+and TF's distributions of the random choices, drawn from JAX keys) and the host's normalisation
+(normalization.py), with the same float32 arithmetic. A quarter of the bytes cross from host to
 device, and the host CPU, which is what starves an accelerator of batches, skips the augmentation.
 
 Each example's key is `fold_in(fold_in(key(seed + salt), step), index)`, its index within the
@@ -23,15 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from efficientnet_jax.input import augment_policies
 from efficientnet_jax.input import device_augment
-
-# name -> (mean, std) per RGB channel, on the 0..255 scale: the model sees (x - mean) / std.
-NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    'imagenet': ((0.485 * 255, 0.456 * 255, 0.406 * 255), (0.229 * 255, 0.224 * 255, 0.225 * 255)),
-    'lite': ((127.0, 127.0, 127.0), (128.0, 128.0, 128.0)),
-    'inception': ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
-    'none': ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-}
+from efficientnet_jax.input import normalization
 
 # Keeps the augmentation keys apart from the model's (initialisation and dropout come from
 # key(seed)); pipeline.py's salts are for TF seeds, another stream altogether.
@@ -40,23 +35,16 @@ AUGMENT_KEY_SALT = 0xA06
 TrainImagesFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def normalization(config) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  """The (mean, std) of `config.normalization`; a ValueError names the valid ones."""
-  if config.normalization not in NORMALIZATIONS:
-    raise ValueError(f'Unknown normalization {config.normalization!r}; expected one of '
-                     f'{sorted(NORMALIZATIONS)}.')
-  return NORMALIZATIONS[config.normalization]
-
-
 def augment_on_device(config) -> bool:
   """Whether the train batch is augmented and normalised on the device (`augment.on_device`).
 
   Unset (None, the default) means on when JAX runs on an accelerator and there is a policy to
   apply: the host CPU is what starves an accelerator. On a CPU backend the host path is kept.
   """
-  on_device = config.augment.get('on_device')
+  on_device = config.augment.on_device
   if on_device is None:
-    return jax.default_backend() != 'cpu' and config.augment.policy != 'none'
+    return (jax.default_backend() != 'cpu'
+            and not augment_policies.augment_policy(config.augment.policy).is_identity)
   return bool(on_device)
 
 
@@ -80,19 +68,12 @@ def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) ->
 
 def _augment_fn(config) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """`(uint8 images, keys) -> uint8 images` for the config's policy (the identity for 'none')."""
-  augment = config.augment
-  # Optional pixel constants of translate/cutout, as the host pipeline passes them.
-  kwargs = {key: augment[key] for key in ('translate_const', 'cutout_const') if key in augment}
-  if augment.policy == 'none':
+  policy = augment_policies.augment_policy(config.augment.policy)
+  if policy.is_identity:
     return lambda images, keys: images
-  if augment.policy == 'randaugment':
-    return lambda images, keys: device_augment.randaugment(
-        images, keys, num_layers=augment.randaugment_layers,
-        magnitude=augment.randaugment_magnitude, **kwargs)
-  if augment.policy == 'autoaugment':
-    return lambda images, keys: device_augment.autoaugment(images, keys, **kwargs)
-  raise ValueError(f"Unknown augment.policy {augment.policy!r}; expected 'autoaugment', "
-                   "'randaugment' or 'none'.")
+  op = getattr(device_augment, policy.device_op)
+  kwargs = policy.op_kwargs(config.augment)
+  return lambda images, keys: op(images, keys, **kwargs)
 
 
 def train_images_fn(config, dtype=jnp.float32) -> TrainImagesFn:
@@ -106,7 +87,7 @@ def train_images_fn(config, dtype=jnp.float32) -> TrainImagesFn:
     dtype: the model's compute dtype (the model casts its input to it first anyway).
   """
   augment = _augment_fn(config)
-  mean, std = normalization(config)
+  mean, std = normalization.mean_std(config.normalization)
   seed = config.seed
 
   def train_images(images: jax.Array, step: jax.Array) -> jax.Array:

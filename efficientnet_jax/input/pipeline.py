@@ -34,8 +34,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from efficientnet_jax.input import augment_policies
 from efficientnet_jax.input import data_service
 from efficientnet_jax.input import device_preprocessing
+from efficientnet_jax.input import normalization
 from efficientnet_jax.input import preprocessing
 from efficientnet_jax.input import sources
 from efficientnet_jax.input.sources import IndexedSource
@@ -60,22 +62,20 @@ def _train_preprocess_fn(config, encoded: bool):
     uint8 (the train step augments and normalises); without a policy the example is normalised
     from the resized float image, as the recipe defines it.
   """
-  mean, std = device_preprocessing.normalization(config)
+  mean, std = normalization.mean_std(config.normalization)
   augment = config.augment
   on_device = device_preprocessing.augment_on_device(config)
-  normalize_batch = augment.policy != 'none' and not on_device
-  # Optional pixel constants of translate/cutout (TF's are meant for 224+ px images).
-  augment_kwargs = {key: augment[key] for key in ('translate_const', 'cutout_const')
-                    if key in augment}
+  normalize_batch = (not augment_policies.augment_policy(augment.policy).is_identity
+                     and not on_device)
   kwargs = dict(crop_padding=config.crop_padding, interpolation=config.interpolation, mean=mean,
                 std=std, crop=augment.crop, flip=augment.flip,
                 augment='none' if on_device else augment.policy,
                 randaugment_layers=augment.randaugment_layers,
-                randaugment_magnitude=augment.randaugment_magnitude, augment_kwargs=augment_kwargs,
+                randaugment_magnitude=augment.randaugment_magnitude,
                 output_uint8=on_device or normalize_batch)
   if encoded:
     function = preprocessing.preprocess_for_train
-    kwargs['dct_scaling'] = bool(config.get('jpeg_dct_scaling', False))
+    kwargs['dct_scaling'] = config.jpeg_dct_scaling
   else:
     function = preprocessing.train_image
 
@@ -88,12 +88,12 @@ def _train_preprocess_fn(config, encoded: bool):
 
 
 def _eval_preprocess_fn(config, encoded: bool):
-  mean, std = device_preprocessing.normalization(config)
+  mean, std = normalization.mean_std(config.normalization)
   kwargs = dict(crop_padding=config.crop_padding, interpolation=config.interpolation, mean=mean,
                 std=std)
   if encoded:
     function = preprocessing.preprocess_for_eval
-    kwargs['dct_scaling'] = bool(config.get('jpeg_dct_scaling', False))
+    kwargs['dct_scaling'] = config.jpeg_dct_scaling
   else:
     function = preprocessing.eval_image
   return lambda image: function(image, config.image_size, **kwargs)
@@ -150,7 +150,7 @@ class _IndexedTrain:
     self._first = process_index * local_batch
 
   def epoch_order(self, epoch: tf.Tensor) -> tf.Tensor:
-    """int64 [steps_per_epoch, global_batch]: row s holds the example indices of the epoch's step s."""
+    """int64 [steps_per_epoch, global_batch]: row s, the example indices of the epoch's step s."""
     base = tf.constant([self._config.seed, _PERMUTATION_SALT], tf.int64)
     seed = tf.random.experimental.stateless_fold_in(base, tf.cast(epoch, tf.int64))
     n = len(self._source)
@@ -283,7 +283,7 @@ def train_iterator(config, *, global_batch_size: int, start_step: int = 0, proce
   data_service.check_source(config, isinstance(source, IndexedSource))
   if isinstance(source, IndexedSource):
     train = _IndexedTrain(source, config, global_batch_size, process_index, local_batch)
-    address = config.get('data_service_address')
+    address = config.data_service_address
     if address:
       # Few steps ahead per worker: the trainer's reorder window holds what runs ahead.
       keyed = train.keyed(start_step).with_options(_options()).prefetch(2)

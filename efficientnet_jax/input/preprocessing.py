@@ -26,9 +26,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from efficientnet_jax import recipes
 from efficientnet_jax.input import augment as augment_lib
-from efficientnet_jax.input import device_preprocessing
+from efficientnet_jax.input import augment_policies
+from efficientnet_jax.input import normalization
 
 
 def _hide_gpus_from_tf() -> None:
@@ -41,15 +41,11 @@ def _hide_gpus_from_tf() -> None:
 
 _hide_gpus_from_tf()
 
-# name -> (mean, std) per RGB channel, on the 0..255 scale: the model sees (x - mean) / std.
-# Defined without TensorFlow, for the normalisation on the device.
-NORMALIZATIONS = device_preprocessing.NORMALIZATIONS
-_IMAGENET_MEAN, _IMAGENET_STD = NORMALIZATIONS['imagenet']
+_IMAGENET_MEAN, _IMAGENET_STD = normalization.NORMALIZATIONS['imagenet']
 
 INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'area', 'lanczos3', 'lanczos5', 'gaussian',
                   'mitchellcubic')
 TRAIN_CROPS = ('inception', 'pad_crop', 'resize')
-AUGMENT_POLICIES = recipes.POLICIES  # 'autoaugment' (policy v0), 'randaugment', 'none'.
 
 # A (offset_height, offset_width, crop_height, crop_width) crop window, each a scalar int32 tensor.
 Window = tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]
@@ -267,7 +263,7 @@ def preprocess_for_eval(image_bytes: tf.Tensor, image_size: int, *, crop_padding
     crop_padding: the centre crop keeps `image_size / (image_size + crop_padding)` of the shorter
       side (0: all of it).
     interpolation: a `tf.image.resize` method name ('bicubic', 'bilinear', ...).
-    mean: per-channel mean on the 0..255 scale (see `NORMALIZATIONS`).
+    mean: per-channel mean on the 0..255 scale (see `normalization.NORMALIZATIONS`).
     std: per-channel std on the 0..255 scale.
     dct_scaling: decode JPEG crops of at least twice `image_size` at reduced scale
       (`_decode_crop_resize`).
@@ -317,10 +313,9 @@ def _pad_crop(image: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
 
 
 def _finish_train(image: tf.Tensor, image_size: int, crop: str, crop_seed: tf.Tensor,
-                  flip_seed: tf.Tensor, augment_seed: tf.Tensor, *, interpolation: str | None, flip: bool,
-                  augment: str, randaugment_layers: int, randaugment_magnitude: float,
-                  mean: Sequence[float], std: Sequence[float],
-                  augment_kwargs: dict | None, output_uint8: bool) -> tf.Tensor:
+                  flip_seed: tf.Tensor, augment_seed: tf.Tensor, *, interpolation: str | None,
+                  flip: bool, augment: str, randaugment_layers: int, randaugment_magnitude: float,
+                  mean: Sequence[float], std: Sequence[float], output_uint8: bool) -> tf.Tensor:
   """Resize (and pad-crop), flip, augment and normalise (or not) an already cropped image.
 
   `image` is the cropped uint8 image, or with `interpolation=None` the crop already resized to
@@ -333,24 +328,22 @@ def _finish_train(image: tf.Tensor, image_size: int, crop: str, crop_seed: tf.Te
   if flip:
     image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
   image = tf.reshape(image, [image_size, image_size, 3])
-  if augment != 'none' or output_uint8:
+  policy = augment_policies.augment_policy(augment)
+  if not policy.is_identity or output_uint8:
     # The ops are defined on uint8 (as in TF); bicubic overshoot is clipped first, as TF does.
     image = tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
-  if augment != 'none':
-    kwargs = dict(augment_kwargs or {})
-    if augment == 'randaugment':
-      image = augment_lib.randaugment(image, augment_seed, num_layers=randaugment_layers,
-                                      magnitude=randaugment_magnitude, **kwargs)
-    else:
-      image = augment_lib.autoaugment(image, augment_seed, **kwargs)
+  if not policy.is_identity:
+    settings = {'randaugment_layers': randaugment_layers,
+                'randaugment_magnitude': randaugment_magnitude}
+    image = getattr(augment_lib, policy.host_op)(image, augment_seed,
+                                                 **policy.op_kwargs(settings))
   return image if output_uint8 else normalize(image, mean, std)
 
 
 def _check_train_args(crop: str, augment: str) -> None:
   if crop not in TRAIN_CROPS:
     raise ValueError(f'Unknown train crop {crop!r}; expected one of {TRAIN_CROPS}.')
-  if augment not in AUGMENT_POLICIES:
-    raise ValueError(f'Unknown augment policy {augment!r}; expected one of {AUGMENT_POLICIES}.')
+  augment_policies.augment_policy(augment)  # An unknown one fails before the graph is built.
 
 
 @tf.autograph.experimental.do_not_convert
@@ -358,8 +351,7 @@ def train_image(image: tf.Tensor, image_size: int, seed: tf.Tensor, *, crop_padd
                 interpolation: str = 'bicubic', mean: Sequence[float] = _IMAGENET_MEAN,
                 std: Sequence[float] = _IMAGENET_STD, crop: str = 'inception', flip: bool = True,
                 augment: str = 'none', randaugment_layers: int = 2,
-                randaugment_magnitude: float = 10, augment_kwargs: dict | None = None,
-                output_uint8: bool = False) -> tf.Tensor:
+                randaugment_magnitude: float = 10, output_uint8: bool = False) -> tf.Tensor:
   """Train preprocessing of a decoded uint8 HWC image (grey allowed). See `preprocess_for_train`."""
   _check_train_args(crop, augment)
   crop_seed, flip_seed, augment_seed = _train_seeds(seed)
@@ -371,8 +363,7 @@ def train_image(image: tf.Tensor, image_size: int, seed: tf.Tensor, *, crop_padd
   return _finish_train(
       image, image_size, crop, crop_seed, flip_seed, augment_seed, interpolation=interpolation,
       flip=flip, augment=augment, randaugment_layers=randaugment_layers,
-      randaugment_magnitude=randaugment_magnitude, mean=mean, std=std,
-      augment_kwargs=augment_kwargs, output_uint8=output_uint8)
+      randaugment_magnitude=randaugment_magnitude, mean=mean, std=std, output_uint8=output_uint8)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -381,9 +372,8 @@ def preprocess_for_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tenso
                          mean: Sequence[float] = _IMAGENET_MEAN,
                          std: Sequence[float] = _IMAGENET_STD, crop: str = 'inception',
                          flip: bool = True, augment: str = 'none', randaugment_layers: int = 2,
-                         randaugment_magnitude: float = 10,
-                         augment_kwargs: dict | None = None,
-                         output_uint8: bool = False, dct_scaling: bool = False) -> tf.Tensor:
+                         randaugment_magnitude: float = 10, output_uint8: bool = False,
+                         dct_scaling: bool = False) -> tf.Tensor:
   """Train preprocessing of encoded image bytes; deterministic given `seed`.
 
   Args:
@@ -397,10 +387,10 @@ def preprocess_for_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tenso
     crop: 'inception' (TF's random-area crop), 'pad_crop' (resize, reflect-pad 4 px per 32 px,
       random crop; for tiny images) or 'resize' (whole image, no crop).
     flip: random left-right flip.
-    augment: 'none', 'randaugment' or 'autoaugment' (policy v0); see `augment.py`.
+    augment: a policy of `augment_policies.AUGMENT_POLICIES`: 'autoaugment' (policy v0),
+      'randaugment' or 'none'; its TF op is augment.py's.
     randaugment_layers: RandAugment N.
     randaugment_magnitude: RandAugment M (TF scale: 10 = AutoAugment's maximum; more extrapolates).
-    augment_kwargs: extra keyword arguments for the augment function (e.g. `translate_const`).
     output_uint8: return the uint8 image, not normalised: with `augment='none'`, the image the
       augmentation would have received, for the augmentation on the device
       (`device_preprocessing`).
@@ -424,5 +414,4 @@ def preprocess_for_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tenso
   return _finish_train(
       image, image_size, crop, crop_seed, flip_seed, augment_seed, interpolation=interpolation,
       flip=flip, augment=augment, randaugment_layers=randaugment_layers,
-      randaugment_magnitude=randaugment_magnitude, mean=mean, std=std,
-      augment_kwargs=augment_kwargs, output_uint8=output_uint8)
+      randaugment_magnitude=randaugment_magnitude, mean=mean, std=std, output_uint8=output_uint8)

@@ -113,7 +113,7 @@ def _reduced_digits(split: str, side: int) -> IndexedSource:
 
 def detail_side(config) -> int | None:
   """The side the source images are reduced to (`config.source_detail`), or None: as stored."""
-  detail = config.get('source_detail') or 0.0
+  detail = config.source_detail
   if not detail:
     return None
   if not 0.0 < detail <= 1.0:
@@ -123,7 +123,7 @@ def detail_side(config) -> int | None:
     raise errors.ConfigError(f'config.source_detail works on the in-memory digits only, not '
                              f'dataset {config.dataset!r}; set --config.source_detail=0.')
   if not isinstance(config.image_size, int):
-    return None  # Sizes only (`dataset_info`); the pipeline sets image_size before it asks.
+    return None  # Sizes only (`dataset_info`, before training's plan has resolved image_size).
   return max(1, round(detail * config.image_size))
 
 

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from efficientnet_jax.input import augment
+from efficientnet_jax.input import augment_policies as policies
 
 SEED = tf.constant([3, 4], tf.int64)
 
@@ -19,7 +20,7 @@ def _in_dataset(function, image):
   return next(iter(ds)).numpy()
 
 
-@pytest.mark.parametrize('name', augment.RANDAUGMENT_OPS)
+@pytest.mark.parametrize('name', policies.RANDAUGMENT_OPS)
 def test_op_eager_and_in_dataset(name):
   image = _image()
 
@@ -31,7 +32,7 @@ def test_op_eager_and_in_dataset(name):
   np.testing.assert_array_equal(eager, _in_dataset(op, image))
 
 
-@pytest.mark.parametrize('name', augment.RANDAUGMENT_OPS)
+@pytest.mark.parametrize('name', policies.RANDAUGMENT_OPS)
 def test_op_accepts_levels_above_ten(name):
   # TF uses M=28 for b7 (docs/reference.md §5); it extrapolates the level maps linearly, which
   # must stay valid.
@@ -127,10 +128,10 @@ def test_cutout():
 
 
 def test_policy_v0_table():
-  assert len(augment.POLICY_V0) == 25
-  for sub_policy in augment.POLICY_V0:
+  assert len(policies.POLICY_V0) == 25
+  for sub_policy in policies.POLICY_V0:
     for name, probability, level in sub_policy:
-      assert name in augment.RANDAUGMENT_OPS and 0 <= probability <= 1 and 0 <= level <= 10
+      assert name in policies.RANDAUGMENT_OPS and 0 <= probability <= 1 and 0 <= level <= 10
 
 
 @pytest.mark.parametrize('policy', ['randaugment', 'autoaugment'])
@@ -165,6 +166,6 @@ def test_unknown_names_raise():
 
 def test_level_is_a_python_number():
   # Level maps are evaluated in double precision, as TF's are; a float32 tensor level would not be.
-  assert augment.level_to_arg('SolarizeAdd', 21) == (231,)
+  assert policies.level_to_arg('SolarizeAdd', 21) == (231,)
   with pytest.raises(TypeError, match='Python number'):
-    augment.level_to_arg('Rotate', tf.constant(5.0))
+    policies.level_to_arg('Rotate', tf.constant(5.0))

@@ -19,9 +19,9 @@ import pytest
 import tensorflow as tf
 
 from efficientnet_jax.input import augment
+from efficientnet_jax.input import augment_policies as policies
 
 DATA = os.path.join(os.path.dirname(__file__), 'data', 'tf_reference', 'autoaugment_reference.npz')
-SIGNED_OPS = ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY')
 OP_FUNCTIONS = {
     'AutoContrast': augment.auto_contrast, 'Equalize': augment.equalize, 'Invert': augment.invert,
     'Rotate': augment.rotate, 'Posterize': augment.posterize, 'Solarize': augment.solarize,
@@ -30,10 +30,10 @@ OP_FUNCTIONS = {
     'ShearY': augment.shear_y, 'TranslateX': augment.translate_x,
     'TranslateY': augment.translate_y, 'Cutout': augment.cutout,
 }
-RANDAUGMENT_CONSTANTS = dict(translate_const=augment.RANDAUGMENT_TRANSLATE_CONST,
-                             cutout_const=augment.RANDAUGMENT_CUTOUT_CONST)
-AUTOAUGMENT_CONSTANTS = dict(translate_const=augment.AUTOAUGMENT_TRANSLATE_CONST,
-                             cutout_const=augment.AUTOAUGMENT_CUTOUT_CONST)
+RANDAUGMENT_CONSTANTS = dict(translate_const=policies.RANDAUGMENT_TRANSLATE_CONST,
+                             cutout_const=policies.RANDAUGMENT_CUTOUT_CONST)
+AUTOAUGMENT_CONSTANTS = dict(translate_const=policies.AUTOAUGMENT_TRANSLATE_CONST,
+                             cutout_const=policies.AUTOAUGMENT_CUTOUT_CONST)
 
 
 @functools.cache
@@ -53,7 +53,7 @@ def _expected(case, image_name):
 
 def _run(name, image, args, sign, center):
   """The project's op `name` on `args` (from its level map), with the case's sign and centre."""
-  if name in SIGNED_OPS:
+  if name in policies.SIGNED_OPS:
     return OP_FUNCTIONS[name](image, sign * args[0])
   if name == 'Cutout':
     return augment.cutout(image, args[0], center)
@@ -71,9 +71,9 @@ def _check(actual, expected, description):
 
 def test_tables_and_constants_match_reference():
   info, _, _, _ = _reference()
-  assert info['policy_v0'] == [[list(op) for op in sub_policy] for sub_policy in augment.POLICY_V0]
-  assert info['randaugment_ops'] == list(augment.RANDAUGMENT_OPS)
-  replace = [augment.REPLACE] * 3
+  assert info['policy_v0'] == [[list(op) for op in sub_policy] for sub_policy in policies.POLICY_V0]
+  assert info['randaugment_ops'] == list(policies.RANDAUGMENT_OPS)
+  replace = [policies.REPLACE] * 3
   assert info['randaugment_constants'] == dict(RANDAUGMENT_CONSTANTS, replace=replace)
   assert info['autoaugment_constants'] == dict(AUTOAUGMENT_CONSTANTS, replace=replace)
   # RandAugment's per-op probability is drawn but dropped: the chosen op is always applied.
@@ -83,10 +83,10 @@ def test_tables_and_constants_match_reference():
                               (augment.autoaugment, AUTOAUGMENT_CONSTANTS)):
     defaults = {key: value.default for key, value in inspect.signature(function).parameters.items()}
     assert {key: defaults[key] for key in constants} == constants, function.__name__
-    assert defaults['replace'] == augment.REPLACE
+    assert defaults['replace'] == policies.REPLACE
 
 
-@pytest.mark.parametrize('name', augment.RANDAUGMENT_OPS)
+@pytest.mark.parametrize('name', policies.RANDAUGMENT_OPS)
 def test_op_matches_reference(name):
   _, cases, images, _ = _reference()
   seeds = [tf.constant([seed, 1], tf.int64) for seed in range(2)]
@@ -96,16 +96,17 @@ def test_op_matches_reference(name):
   for case in cases:
     constants = (AUTOAUGMENT_CONSTANTS if case['group'] == 'autoaugment_constants'
                  else RANDAUGMENT_CONSTANTS)
-    args = augment.level_to_arg(name, case['magnitude'], **constants)
+    args = policies.level_to_arg(name, case['magnitude'], **constants)
     for image_name, image in images.items():
       expected = _expected(case, image_name)
       _check(_run(name, tf.constant(image), args, case['sign'], case['center']), expected,
              f'{case} on {image_name}')
-      if name not in SIGNED_OPS and name != 'Cutout':
+      if name not in policies.SIGNED_OPS and name != 'Cutout':
         # The public entry point, level and all.
         _check(augment.apply_op(name, tf.constant(image), case['magnitude'], seeds[0], **constants),
                expected, f'apply_op, {case} on {image_name}')
-      elif name in SIGNED_OPS and case['sign'] == 1 and case['group'] != 'randaugment_entry':
+      elif (name in policies.SIGNED_OPS and case['sign'] == 1
+            and case['group'] != 'randaugment_entry'):
         negative, = [c for c in cases if c['group'] == case['group'] and c['sign'] == -1 and
                      c['magnitude'] == case['magnitude']]
         outcomes = {expected.tobytes(), _expected(negative, image_name).tobytes()}
@@ -119,14 +120,14 @@ def test_policy_v0_ops_match_reference():
   # levels and TF's double-precision level maps (in float32, Color's factor at levels 6 and 9 is
   # one float32 step off, which changes pixels).
   _, cases, images, _ = _reference()
-  table = augment.policy_args('v0')
+  table = policies.policy_args('v0')
   cases = [case for case in cases if case['group'] == 'policy_single']
   assert len({(case['sub_policy'], case['position']) for case in cases}) == 50
   for case in cases:
     name, probability, args = table[case['sub_policy']][case['position']]
-    assert (name, probability) == (case['op'], augment.POLICY_V0[case['sub_policy']][
+    assert (name, probability) == (case['op'], policies.POLICY_V0[case['sub_policy']][
         case['position']][1])
-    assert args == augment.level_to_arg(name, case['level'], **AUTOAUGMENT_CONSTANTS)
+    assert args == policies.level_to_arg(name, case['level'], **AUTOAUGMENT_CONSTANTS)
     for image_name, image in images.items():
       _check(_run(name, tf.constant(image), args, case['sign'], None), _expected(case, image_name),
              f'{case} on {image_name}')
@@ -135,7 +136,7 @@ def test_policy_v0_ops_match_reference():
 def test_policy_v0_sub_policies_match_reference():
   # Both ops of each sub-policy applied in order, for every combination of signs that matters.
   _, cases, images, _ = _reference()
-  table = augment.policy_args('v0')
+  table = policies.policy_args('v0')
   cases = [case for case in cases if case['group'] == 'policy_both']
   assert len({case['sub_policy'] for case in cases}) == 25
   for case in cases:

@@ -6,24 +6,23 @@ normalises it with the host's float32 arithmetic, so the model gets the host pat
 """
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
+from efficientnet_jax import config as config_lib
 from efficientnet_jax.input import device_augment
 from efficientnet_jax.input import device_preprocessing
+from efficientnet_jax.input import normalization
 from efficientnet_jax.input import pipeline
 
 
-def _config(on_device, **overrides):
-  config = ml_collections.ConfigDict({
-      'dataset': 'digits', 'data_dir': '', 'manual_dir': '', 'train_split': 'train',
-      'eval_split': 'test', 'image_size': 32, 'num_classes': 10, 'seed': 0,
-      'normalization': 'imagenet', 'interpolation': 'bilinear', 'crop_padding': 0,
-      'shuffle_buffer': 64, 'bad_image_policy': 'skip',
-      'augment': {'crop': 'pad_crop', 'flip': True, 'policy': 'none', 'randaugment_layers': 2,
-                  'randaugment_magnitude': 10, 'on_device': on_device},
-  })
+def _config(on_device, policy='none', **overrides):
+  """The builder's digits config at 32 px, flipped, with `overrides` set after."""
+  config = config_lib.get_config('b0', dataset='digits', image_size=32, normalization='imagenet',
+                                 interpolation='bilinear', shuffle_buffer=64,
+                                 bad_image_policy='skip',
+                                 **{'augment.flip': True, 'augment.policy': policy,
+                                    'augment.on_device': on_device})
   config.update(overrides)
   return config
 
@@ -95,10 +94,10 @@ def test_the_configured_policy_is_applied(monkeypatch, policy, function, kwargs)
   assert calls == [((4, 8, 8, 3), (4,), kwargs)]
 
 
-@pytest.mark.parametrize('name', sorted(device_preprocessing.NORMALIZATIONS))
+@pytest.mark.parametrize('name', sorted(normalization.NORMALIZATIONS))
 def test_normalisation_equals_the_hosts_for_every_level(name):
   from efficientnet_jax.input import preprocessing  # pylint: disable=g-import-not-at-top
-  mean, std = device_preprocessing.NORMALIZATIONS[name]
+  mean, std = normalization.NORMALIZATIONS[name]
   levels = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None, None, None], (256, 1, 1, 3))
   np.testing.assert_array_equal(np.asarray(device_preprocessing.normalize(levels, mean, std)),
                                 preprocessing.normalize(levels, mean, std).numpy())

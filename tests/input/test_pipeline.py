@@ -3,13 +3,13 @@
 import logging
 import os
 
-import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from efficientnet_jax import config as config_lib
 from efficientnet_jax import errors
 from efficientnet_jax.input import pipeline
 from efficientnet_jax.input import sources
@@ -18,14 +18,10 @@ TEST_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 
 
 def _config(**overrides):
-  config = ml_collections.ConfigDict({
-      'dataset': 'digits', 'data_dir': '', 'manual_dir': '', 'train_split': 'train',
-      'eval_split': 'test', 'image_size': 32, 'num_classes': 10, 'seed': 0,
-      'normalization': 'imagenet', 'interpolation': 'bilinear', 'crop_padding': 0,
-      'shuffle_buffer': 64, 'bad_image_policy': 'skip',
-      'augment': {'crop': 'pad_crop', 'flip': False, 'policy': 'none', 'randaugment_layers': 2,
-                  'randaugment_magnitude': 10},
-  })
+  """The builder's digits config at 32 px, without augmentation, with `overrides` set after."""
+  config = config_lib.get_config('b0', dataset='digits', image_size=32, normalization='imagenet',
+                                 interpolation='bilinear', shuffle_buffer=64,
+                                 bad_image_policy='skip', **{'augment.policy': 'none'})
   config.update(overrides)
   return config
 
@@ -195,7 +191,7 @@ def test_folder_epochs_are_permutations(image_folder):
 def test_folder_resume_with_randaugment(image_folder):
   # Augmentation seeds follow the example's stream position, not the iterator's history.
   config = _folder_config(image_folder)
-  config.augment.update(policy='randaugment', translate_const=8, cutout_const=4)
+  config.augment.policy = 'randaugment'
   fresh = _take(pipeline.train_iterator(config, global_batch_size=4), 5)
   resumed = next(pipeline.train_iterator(config, global_batch_size=4, start_step=4))
   _assert_batches_equal(resumed, fresh[4])
@@ -265,7 +261,7 @@ def test_host_augmented_batch_is_normalised_once_with_the_per_example_recipes_va
   per_example = [preprocess(jpeg, seed) for seed in seeds]
   assert all(image.dtype == tf.uint8 for image in per_example)
   batch = finish_batch({'image': tf.stack(per_example), 'label': tf.zeros([6], tf.int32)})
-  mean, std = pipeline.device_preprocessing.normalization(config)
+  mean, std = pipeline.normalization.mean_std(config.normalization)
   expected = [pipeline.preprocessing.preprocess_for_train(
       jpeg, 48, seed, crop_padding=32, interpolation='bicubic', mean=mean, std=std,
       crop='inception', flip=True, augment=policy, randaugment_layers=2,

@@ -7,6 +7,8 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from efficientnet_jax.input import augment_policies
+from efficientnet_jax.input import normalization
 from efficientnet_jax.input import preprocessing
 
 SIZE = 32
@@ -32,12 +34,12 @@ def _in_dataset(function, *args):
 
 
 def test_normalizations():
-  assert set(preprocessing.NORMALIZATIONS) >= {'imagenet', 'lite', 'inception', 'none'}
-  mean, std = preprocessing.NORMALIZATIONS['imagenet']
+  assert set(normalization.NORMALIZATIONS) >= {'imagenet', 'lite', 'inception', 'none'}
+  mean, std = normalization.NORMALIZATIONS['imagenet']
   np.testing.assert_allclose(mean, [123.675, 116.28, 103.53])
   np.testing.assert_allclose(std, [58.395, 57.12, 57.375])
   lite = preprocessing.normalize(tf.constant([[[255, 127, 0]]], tf.uint8),
-                                 *preprocessing.NORMALIZATIONS['lite'])
+                                 *normalization.NORMALIZATIONS['lite'])
   np.testing.assert_allclose(lite.numpy().ravel(), [1.0, 0.0, -127 / 128])
 
 
@@ -84,7 +86,7 @@ def test_train_crops(crop, mode):
   np.testing.assert_array_equal(out, function(data, SEED))  # Stateless: same seed, same image.
 
 
-@pytest.mark.parametrize('policy', preprocessing.AUGMENT_POLICIES)
+@pytest.mark.parametrize('policy', augment_policies.AUGMENT_POLICIES)
 def test_train_augment_policies(policy):
   data = tf.constant(_encode(_photo(), 'PNG'))
   function = lambda b, s: preprocessing.preprocess_for_train(b, SIZE, s, augment=policy,

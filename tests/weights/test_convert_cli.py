@@ -243,13 +243,6 @@ def test_read_converted_rejects_plain_directory(tmp_path):
     pretrained.read_converted(str(tmp_path))
 
 
-def test_normalisation_constants_match_preprocessing():
-  from efficientnet_jax.input import preprocessing  # pylint: disable=g-import-not-at-top
-  from efficientnet_jax.weights.converters import common  # pylint: disable=g-import-not-at-top
-  assert (common.IMAGENET_MEAN, common.IMAGENET_STD) == preprocessing.NORMALIZATIONS['imagenet']
-  assert (common.LITE_MEAN, common.LITE_STD) == preprocessing.NORMALIZATIONS['lite']
-
-
 def test_class_file_matches_timm_synsets():
   info = os.path.join(os.path.dirname(timm.__file__), 'data', '_info')
   with open(os.path.join(info, 'imagenet_synsets.txt')) as f:

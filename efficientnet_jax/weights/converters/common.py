@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from efficientnet_jax.input import normalization
 from efficientnet_jax.models import scaling
 
 # Our variable path, e.g. ('params', 'blocks_3', 'se', 'reduce', 'kernel').
@@ -19,12 +20,6 @@ Path = tuple[str, ...]
 # Path → (foreign tensor name, array in our layout).
 Mapped = dict[Path, tuple[str, np.ndarray]]
 
-# Normalisations on the 0..255 scale, the same values as `preprocessing.NORMALIZATIONS`
-# (repeated so that converting weights does not import TensorFlow; a test keeps them equal).
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-LITE_MEAN = (127.0, 127.0, 127.0)
-LITE_STD = (128.0, 128.0, 128.0)
 # The eval centre crop of the published EfficientNet numbers (docs/reference.md §5).
 DEFAULT_CROP_PADDING = 32
 
@@ -225,10 +220,10 @@ def default_preprocessing(model: str, *, mean=None, std=None,
   """
   variant = scaling.get_variant(model)
   lite = variant.lite
+  default_mean, default_std = normalization.NORMALIZATIONS['lite' if lite else 'imagenet']
   return {
-      'mean': [float(v) for v in (mean if mean is not None else
-                                  (LITE_MEAN if lite else IMAGENET_MEAN))],
-      'std': [float(v) for v in (std if std is not None else (LITE_STD if lite else IMAGENET_STD))],
+      'mean': [float(v) for v in (mean if mean is not None else default_mean)],
+      'std': [float(v) for v in (std if std is not None else default_std)],
       'crop_padding': DEFAULT_CROP_PADDING,
       'interpolation': interpolation or ('bilinear' if lite else 'bicubic'),
       'resolution': variant.resolution,

@@ -30,6 +30,7 @@ import re
 import numpy as np
 from absl import logging
 
+from efficientnet_jax.input import normalization
 from efficientnet_jax.weights.converters import common
 from efficientnet_jax.weights.converters import torch_files
 
@@ -163,6 +164,7 @@ def convert_state_dict(state: dict[str, np.ndarray], target: common.Target) -> c
   preprocessing = None  # TF-ported: the TF defaults.
   if target.padding == 'symmetric':
     # timm trains its own models (Lite included) on ImageNet mean/std with bicubic resizing.
-    preprocessing = common.default_preprocessing(
-        target.model, mean=common.IMAGENET_MEAN, std=common.IMAGENET_STD, interpolation='bicubic')
+    mean, std = normalization.NORMALIZATIONS['imagenet']
+    preprocessing = common.default_preprocessing(target.model, mean=mean, std=std,
+                                                 interpolation='bicubic')
   return common.finish(map_state_dict(state), target, preprocessing)
