@@ -52,9 +52,6 @@ REORDER_WINDOW = 64
 # How long the trainer waits for the dispatcher to accept a connection before giving up (TF's
 # client would retry forever, silently).
 CONNECT_TIMEOUT_S = 60.0
-# tf.data's autotuning on the workers (parallelism, buffer sizes). Tests turn it off: stopping a
-# worker waits for each task's autotuner to wake from its sleep, up to a minute per task.
-WORKER_AUTOTUNE = True
 _JOB_PREFIX = 'efficientnet_jax'
 
 
@@ -111,8 +108,8 @@ def start_worker(dispatcher_address: str, port: int = 0, worker_address: str | N
 
 def check_source(config, is_indexed: bool) -> None:
   """Raises ConfigError for a service address that is malformed or set with a TFDS dataset."""
-  config_lib.check_data_service_address(config.get('data_service_address'))
-  if config.get('data_service_address') and not is_indexed:
+  config_lib.check_data_service_address(config.data_service_address)
+  if config.data_service_address and not is_indexed:
     raise errors.ConfigError(
         f'config.data_service_address needs a dataset with a per-step order (digits or an image '
         f'folder), but TFDS dataset {config.dataset!r} is read through a streaming shuffle buffer '
@@ -203,10 +200,8 @@ def distributed(keyed: tf.data.Dataset, address: str, name: str, start_step: int
     An endless iterator of numpy batches, in step order.
   """
   wait_for_dispatcher(address)
-  options = tf.data.Options()
-  options.autotune.enabled = WORKER_AUTOTUNE
   service = tf.data.experimental.service
-  ds = keyed.with_options(options).apply(service.distribute(processing_mode=service.ShardingPolicy.DYNAMIC,
+  ds = keyed.apply(service.distribute(processing_mode=service.ShardingPolicy.DYNAMIC,
                                       service=address, job_name=name))
   # The iterator (and the job) is made here, so that a failure surfaces at the call.
   return in_step_order(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator(), start_step, window)

@@ -10,9 +10,9 @@ import os
 import subprocess
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import reliability_config
 import reliability_helpers as rh
@@ -22,12 +22,24 @@ from efficientnet_jax.input import data_service
 from efficientnet_jax.input import pipeline
 
 
+def _without_autotune(distributed):
+  """`data_service.distributed` sending its dataset with tf.data's autotuning off."""
+
+  def wrapped(keyed, *args, **kwargs):
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return distributed(keyed.with_options(options), *args, **kwargs)
+
+  return wrapped
+
+
 @pytest.fixture(scope='module')
 def service():
   """grpc://localhost:PORT of a dispatcher with two workers."""
   with pytest.MonkeyPatch.context() as patch:
-    # Stopping a worker waits for each of its tasks' autotuners to wake (up to a minute each).
-    patch.setattr(data_service, 'WORKER_AUTOTUNE', False)
+    # Stopping a worker waits for each of its tasks' autotuners to wake (up to a minute each):
+    # the datasets sent to these workers have tf.data's autotuning off.
+    patch.setattr(data_service, 'distributed', _without_autotune(data_service.distributed))
     dispatcher = data_service.start_dispatcher()
     address = dispatcher.target.split('://')[1]
     workers = [data_service.start_worker(address) for _ in range(2)]
@@ -37,24 +49,22 @@ def service():
 
 
 def _config(**overrides):
-  # Digits at 16 px with RandAugment: every per-example seed matters, and a batch costs little.
-  config = ml_collections.ConfigDict({
-      'dataset': 'digits', 'data_dir': '', 'manual_dir': '', 'train_split': 'train',
-      'eval_split': 'test', 'image_size': 16, 'num_classes': 10, 'seed': 3,
-      'normalization': 'imagenet', 'interpolation': 'bilinear', 'crop_padding': 0,
-      'shuffle_buffer': 64, 'bad_image_policy': 'skip', 'data_service_address': None,
-      'augment': {'crop': 'pad_crop', 'flip': True, 'policy': 'randaugment',
-                  'randaugment_layers': 2, 'randaugment_magnitude': 10},
-  })
+  """The builder's digits config at 16 px with RandAugment, with `overrides` set after."""
+  # RandAugment: every per-example seed matters, and a batch costs little.
+  config = config_lib.get_config('b0', dataset='digits', image_size=16, seed=3,
+                                 normalization='imagenet', interpolation='bilinear',
+                                 shuffle_buffer=64, bad_image_policy='skip',
+                                 **{'augment.flip': True, 'augment.policy': 'randaugment',
+                                    'augment.randaugment_magnitude': 10})
   config.update(overrides)
   return config
 
 
 def _cheap(**overrides):
   """8 px, no augmentation policy: for the tests about order rather than pixels."""
-  return _config(image_size=8, augment={'crop': 'pad_crop', 'flip': True, 'policy': 'none',
-                                        'randaugment_layers': 2, 'randaugment_magnitude': 10},
-                 **overrides)
+  config = _config(image_size=8, **overrides)
+  config.augment.policy = 'none'
+  return config
 
 
 def _take(iterator, n):
