@@ -20,6 +20,7 @@ from absl import flags
 from absl import logging
 
 from efficientnet_jax import config as config_lib
+from efficientnet_jax import schema
 # The errors the tools raise, importable from here too (`cli.UsageError`).
 from efficientnet_jax.errors import USAGE_EXIT_CODE, UsageError  # noqa: F401
 
@@ -120,14 +121,14 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing (pass as `app.run(main, flags_parser=cli.parse_flags)`), one-line errors.
 
   `config_flags` loads the config file and applies `--config.key=value` while the flags are
-  parsed, before `main` runs, and reports a typo as a traceback; this names the flag instead.
-  Config keys under their former names (`--config.rmsprop_decay`) are renamed first, and
-  `--help` exits 0.
+  parsed, before `main` runs, and reports a mistake as a traceback. The overrides of declared
+  keys (`schema.KEYS`, also under a study config's `train.`) are checked against the schema
+  first, so a mistyped value names the key and the type it expects; `--help` exits 0.
   """
-  renamed = [_renamed_config_flag(arg) for arg in argv]
-  if list(argv) == sys.argv:
-    sys.argv[:] = renamed  # config_flags reads the `--config.*` overrides from sys.argv.
-  argv = renamed
+  try:
+    check_config_overrides(argv)
+  except ValueError as e:
+    fail(str(e))
   try:
     remaining = FLAGS(argv)
     if 'config' in FLAGS and FLAGS['config'].present:
@@ -145,41 +146,52 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 _HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
+# A study config nests the training config under this key (`--config.train.batch_size=64`).
+_NESTED_TRAIN = 'train.'
 
 
-def _renamed_config_flag(arg: str) -> str:
-  """`--config.[GROUP.]OLD=v` → `--config.[GROUP.]NEW=v` for `config.RENAMED_KEYS`.
+def check_config_overrides(argv: list[str]) -> None:
+  """Checks each `--config.KEY=VALUE` whose KEY the schema declares: the value must parse.
 
-  The group prefix is for configs that nest a training config (`--config.train.rmsprop_decay`
-  of the scaling experiments).
+  Keys the schema does not declare (a study's own keys, or a typo) are left to the config file's
+  ConfigDict, whose error `flag_error_message` turns into one line.
+
+  Raises:
+    ValueError: one line naming the flag, the key's type and the value given.
   """
-  if not arg.startswith('--config.'):
-    return arg
-  name, sep, value = arg[len('--config.'):].partition('=')
-  *prefix, last = name.split('.')
-  name = '.'.join(prefix + [config_lib.RENAMED_KEYS.get(last, last)])
-  return f'--config.{name}{sep}{value}'
+  for index, arg in enumerate(argv[1:], start=1):
+    if not arg.startswith('--config.'):
+      continue
+    name, has_value, value = arg[len('--config.'):].partition('=')
+    if not has_value:  # absl's '--config.KEY VALUE' form; a bare boolean flag has no value.
+      following = argv[index + 1] if index + 1 < len(argv) else None
+      if following is None or following.startswith('-'):
+        continue
+      value = following
+    key = schema.BY_NAME.get(schema.canonical(name.removeprefix(_NESTED_TRAIN)))
+    if key is not None:
+      try:
+        config_lib.parse_value(key, value)
+      except ValueError as e:
+        raise ValueError(f'{arg}: {e}') from None
 
 
 def flag_error_message(error: BaseException, argv: list[str]) -> str:
   """One actionable line for an error raised while parsing flags (and loading the config)."""
   chain = _exception_chain(error)
   texts = [str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e) for e in chain]
-  # An unknown key in --config.KEY=VALUE: ml_collections says 'Did you mean "X" instead of "Y"'.
-  for text in texts:
-    match = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
-    if match:
-      return (f'unknown config key {match.group(2)!r} in {_override_flag(argv, match.group(2))}; '
-              f'did you mean {match.group(1)!r}?')
   if any(isinstance(e, (KeyError, AttributeError)) for e in chain):
     root = texts[-1]
     if root.startswith('Unknown config key'):  # The config builder's own message.
       return root
-    key = root.strip('\'"')
-    close = config_lib.closest_key(key)
+    # ConfigDict names the missing key (in quotes, with its own suggestion text): take the
+    # override flag that holds it and suggest from the schema.
+    key = _unknown_override(argv, chain)
+    close = config_lib.closest_key(key.removeprefix(_NESTED_TRAIN)) if key else None
     hint = (f'did you mean {close!r}?' if close else
-            'the keys are those of efficientnet_jax/config.py.')
-    return f'unknown config key {key!r} in {_override_flag(argv, key)}; {hint}'
+            'the keys are those of efficientnet_jax/schema.py and the config file.')
+    shown = key if key else root.strip('\'"')
+    return f'unknown config key {shown!r} in {_override_flag(argv, shown)}; {hint}'
   if isinstance(chain[-1], OSError) or 'earlier failure to load' in texts[0]:
     reason = [line.strip() for line in texts[0].splitlines() if line.strip()][-1]
     return f'cannot load the config file of --config: {reason}'
@@ -190,6 +202,19 @@ def flag_error_message(error: BaseException, argv: list[str]) -> str:
   if flag and reason.startswith(flag.group(0)):
     return reason[len('flag '):]
   return f'{reason} (see --help)' if isinstance(error, flags.Error) else reason
+
+
+def _unknown_override(argv: list[str], chain: list[BaseException]) -> str | None:
+  """The `--config.NAME` override whose NAME is neither declared nor in the config file."""
+  for arg in argv[1:]:
+    if not arg.startswith('--config.'):
+      continue
+    name = arg[len('--config.'):].partition('=')[0]
+    if schema.canonical(name.removeprefix(_NESTED_TRAIN)) in schema.BY_NAME:
+      continue
+    if any(name.split('.')[-1] in str(e) for e in chain):
+      return name
+  return None
 
 
 # Python's conversion errors, reworded as what the value should be.

@@ -17,9 +17,9 @@ They are built as plain data and wrapped in an `ml_collections.ConfigDict` at th
 where ml_collections is not installed (an accelerator image with only the JAX stack), in a
 `PlainConfig` with the same reading interface: so the benchmark times the recipe this builder defines, not a copy of it.
 
-Optimizer hyperparameters live in one group per optimizer (`rmsprop.decay`, `sgd.momentum`,
-`adamw.b1`, ...): adding an optimizer adds a group. The former flat names (`rmsprop_decay`, ...)
-are still accepted everywhere a key is (`RENAMED_KEYS`).
+Every key, its type, default, doc and what it changes are declared once, in `schema.py`; this
+module builds configs from that declaration, applies dataset presets and ':arg' strings, and
+says whether a config is a published recipe (`describe_recipe`).
 """
 
 from __future__ import annotations
@@ -29,26 +29,10 @@ import difflib
 from typing import Any
 
 from efficientnet_jax import recipes
+from efficientnet_jax import schema
 from efficientnet_jax.errors import ConfigError
 from efficientnet_jax.models import scaling
 
-# Short names accepted in the ':arg' string, mapped to config keys.
-ARG_ALIASES = {'batch': 'batch_size', 'epochs': 'num_epochs', 'steps': 'total_steps',
-               'lr': 'learning_rate', 'res': 'image_size', 'aug': 'augment.policy'}
-# Keys that moved into a group; the old names keep working in ':arg', defaults and flags.
-RENAMED_KEYS = {
-    'rmsprop_decay': 'rmsprop.decay', 'rmsprop_momentum': 'rmsprop.momentum',
-    'rmsprop_epsilon': 'rmsprop.epsilon', 'sgd_momentum': 'sgd.momentum',
-    'sgd_nesterov': 'sgd.nesterov', 'adamw_b1': 'adamw.b1', 'adamw_b2': 'adamw.b2',
-    'adamw_eps': 'adamw.eps',
-}
-# The type of each key whose default is None ("unset"), so that an override can be parsed.
-OPTIONAL_TYPES: dict[str, type] = {
-    'width': float, 'depth': float, 'phi': float, 'data_dir': str, 'manual_dir': str,
-    'image_size': int, 'total_steps': int, 'grad_clip_norm': float, 'init_from': str,
-    'compilation_cache_dir': str, 'xla_backend_optimization_level': int, 'bn_group_size': int,
-    'on_device': bool, 'data_service_address': str,
-}
 # What a dataset implies, applied when ':dataset=NAME' (or a config's defaults) selects it.
 DATASET_PRESETS: dict[str, dict[str, Any]] = {
     'imagenet2012': {'num_classes': 1000, 'eval_split': 'validation'},
@@ -67,103 +51,7 @@ def defaults(model: str) -> dict[str, Any]:
   Raises:
     ValueError: an unknown model name (the message lists the valid ones).
   """
-  variant = scaling.get_variant(model)
-  return {
-      # Model: the variant's published coefficients unless overridden; `phi` applies the
-      # compound rule (depth α^φ, width β^φ, resolution γ^φ) to the B0 baseline instead.
-      'model': model,
-      'width': None,
-      'depth': None,
-      'phi': None,
-      'alpha': scaling.ALPHA,
-      'beta': scaling.BETA,
-      'gamma': scaling.GAMMA,
-      'dropout_rate': variant.dropout,
-      'drop_path_rate': scaling.DEFAULT_DROP_PATH_RATE,
-      'dtype': 'bfloat16',
-      'remat': False,
-      'padding': 'same',
-      # Examples per BN statistics group; 0: the whole global batch (synchronised BN). Unset, it
-      # is TF's normalisation batch for the global batch (`recipes.tf_bn_group_size`): 512 at 4096.
-      'bn_group_size': None,
-      # TF's decay of the BN moving statistics. With gradient accumulation the model decays them
-      # by bn_momentum^(1/grad_accum_steps) per micro-batch: the same memory per optimizer step.
-      'bn_momentum': 0.99,
-      'depthwise_impl': 'auto',  # 'conv' (XLA grouped conv), 'shift' (k·k multiply-adds), 'auto'.
-      'num_classes': 1000,
-
-      # Data.
-      'dataset': 'imagenet2012',
-      'data_dir': None,
-      'manual_dir': None,
-      'train_split': 'train',
-      'eval_split': 'validation',
-      'image_size': None,  # None: the model's native resolution.
-      'normalization': 'lite' if variant.lite else 'imagenet',
-      'interpolation': 'bilinear' if variant.lite else 'bicubic',
-      'crop_padding': 32,
-      # Decode a JPEG crop of at least twice image_size per side at a reduced DCT scale (1/2,
-      # 1/4, 1/8), then resize: faster on large photos, a few levels from the full-scale crop
-      # (docs/benchmarks.md measures both). Off: the recipe's pixels exactly.
-      'jpeg_dct_scaling': False,
-      # Area-reduce every source image to round(source_detail · image_size) pixels a side before
-      # preprocessing (never enlarged); 0: the images as stored. A larger input then carries more
-      # information, as a larger photo does: the scaling studies' resolution proxy on the 8×8
-      # digits (0.25: 6×6 at 24 px, all 8×8 from 32 px; experiments/README.md). Digits only.
-      'source_detail': 0.0,
-      'shuffle_buffer': 16_384,
-      'bad_image_policy': 'fail',
-      # A tf.data service dispatcher (grpc://HOST:PORT or HOST:PORT) whose workers run the train
-      # preprocessing (input/data_service.py; digits and image folders only); None: locally.
-      'data_service_address': None,
-      'augment': {
-          'crop': 'inception', 'flip': True,
-          # The policy behind the variant's published number, and TF's RandAugment magnitude
-          # for it (`:aug=randaugment`): efficientnet_jax/recipes.py, README "Recipes".
-          'policy': recipes.default_policy(model),
-          'randaugment_layers': 2,
-          'randaugment_magnitude': recipes.randaugment_magnitude(model),
-          # Augment and normalise the train batch on the accelerator (input/device_preprocessing.py;
-          # the host then only decodes, crops, resizes and flips). None: on when JAX runs on an
-          # accelerator and the policy is not 'none', since the host CPU is what starves an
-          # accelerator of batches. TF's ops and distributions, but other random draws.
-          'on_device': None,
-      },
-
-      # Optimisation: the TF reference recipe.
-      'batch_size': 4096,
-      'eval_batch_size': 1024,
-      'num_epochs': 350.0,
-      'total_steps': None,  # None: derived from num_epochs.
-      'grad_accum_steps': 1,
-      'optimizer': 'rmsprop',  # Its hyperparameters: the group of the same name below.
-      'rmsprop': {'decay': 0.9, 'momentum': 0.9, 'epsilon': 1e-3},
-      'sgd': {'momentum': 0.9, 'nesterov': False},
-      'adamw': {'b1': 0.9, 'b2': 0.999, 'eps': 1e-8},
-      'learning_rate': 0.016,
-      'lr_base_batch_size': 256,
-      'lr_schedule': 'exponential',
-      'warmup_epochs': 5.0,
-      'lr_decay_epochs': 2.4,
-      'lr_decay_factor': 0.97,
-      'weight_decay': 1e-5,
-      'grad_clip_norm': None,
-      'label_smoothing': 0.1,
-      'ema_decay': 0.9999,
-      'skip_nonfinite_steps': False,  # True: skip NaN/Inf steps (counted) instead of stopping.
-
-      # Loop, checkpoints, metrics.
-      'seed': 0,
-      'log_every_steps': 100,
-      'eval_every_steps': 5000,
-      'checkpoint_every_steps': 1000,
-      'keep_checkpoints': 3,
-      'init_from': None,
-      'compilation_cache_dir': None,
-      # XLA's backend optimisation level (None: XLA's default). 0 compiles several times faster
-      # and runs CPU steps ~1.6× slower: the better trade for runs of a few hundred CPU steps.
-      'xla_backend_optimization_level': None,
-  }
+  return schema.defaults(model)
 
 
 def get_config(model: str, arg: str | None = None, **overrides):
@@ -218,47 +106,68 @@ def check_data_service_address(address: str | None) -> None:
     split_data_service_address(address)
 
 
-def canonical_key(key: str) -> str:
-  """The current name of a config key given by an old name or an ':arg' short name."""
-  key = ARG_ALIASES.get(key, key)
-  return RENAMED_KEYS.get(key, key)
-
-
 def _set(values: dict[str, Any], key: str, value: Any) -> None:
-  """Sets a (possibly dotted) key that must already exist, naming the closest match if not."""
-  key = canonical_key(key)
+  """Sets a (possibly dotted) declared key, parsing a string as the key's type.
+
+  Raises:
+    KeyError: an undeclared key (the message names the closest one).
+    ValueError: a value that does not parse as the key's type, or None for a required key.
+  """
+  key = schema.canonical(key)
+  declared = schema.BY_NAME.get(key)
+  if declared is None:
+    raise KeyError(f'Unknown config key {key!r}{_closest(key)}')
+  value = parse_value(declared, value)
   *groups, name = key.split('.')
-  target, prefix = values, ''
+  target = values
   for group in groups:
-    if not isinstance(target.get(group), dict):
-      raise KeyError(f'Unknown config key {key!r}{_closest(group, target, prefix)}')
-    target, prefix = target[group], f'{prefix}{group}.'
-  if name not in target:
-    raise KeyError(f'Unknown config key {key!r}{_closest(name, target, prefix)}')
-  current = target[name]
-  kind = type(current) if current is not None else OPTIONAL_TYPES.get(name)
-  if isinstance(value, str) and kind not in (None, str):
-    value = _parse(value, kind)
-  elif kind is float and isinstance(value, int) and not isinstance(value, bool):
-    value = float(value)  # As ConfigDict would: the key stays a float for later overrides.
+    target = target[group]
   target[name] = value
   if key == 'dataset':
     for preset_key, preset_value in DATASET_PRESETS.get(value, {}).items():
       _set(values, preset_key, preset_value)
 
 
+def parse_value(key: schema.Key, value: Any) -> Any:
+  """`value` (a string from the command line, or a Python value) as `key`'s type.
+
+  Raises:
+    ValueError: one line naming the key, what it expects and what it got.
+  """
+  if isinstance(value, str) and key.type is not str:
+    try:
+      value = _parse(value, key.type)
+    except ValueError:
+      raise ValueError(f'config.{key.name} expects {_TYPE_NAMES[key.type]}, got {value!r}.'
+                       ) from None
+  if value is None:
+    if not key.optional:
+      raise ValueError(f'config.{key.name} cannot be unset (none); it expects '
+                       f'{_TYPE_NAMES[key.type]}.')
+    return None
+  if key.type is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)  # As ConfigDict would: the key stays a float for later overrides.
+  if not isinstance(value, key.type) or (key.type is int and isinstance(value, bool)):
+    raise ValueError(f'config.{key.name} expects {_TYPE_NAMES[key.type]}, got {value!r}.')
+  return value
+
+
+_TYPE_NAMES = {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string'}
+
+
 def closest_key(name: str) -> str | None:
-  """The top-level key (current name) closest to a mistyped `name`, or None."""
-  candidates = list(defaults('b0')) + list(RENAMED_KEYS)
-  close = difflib.get_close_matches(name.split('.')[-1], candidates, n=1)
-  return canonical_key(close[0]) if close else None
-
-
-def _closest(name: str, group: dict[str, Any], prefix: str = '') -> str:
-  """'; did you mean X?' for the key of `group` (at dotted `prefix`) closest to `name`."""
-  candidates = list(group) + (list(RENAMED_KEYS) if not prefix else [])
+  """The declared key (or alias) closest to a mistyped `name`, as a dotted key name; or None."""
+  candidates = list(schema.BY_NAME) + list(schema.ALIASES)
   close = difflib.get_close_matches(name, candidates, n=1)
-  return f'; did you mean {canonical_key(prefix + close[0])!r}?' if close else ''
+  if not close:  # 'config.polcy' for 'augment.policy': compare the last parts too.
+    leaves = {k.split('.')[-1]: k for k in schema.BY_NAME}
+    close = [leaves[c] for c in difflib.get_close_matches(name.split('.')[-1], leaves, n=1)]
+  return schema.canonical(close[0]) if close else None
+
+
+def _closest(name: str) -> str:
+  close = closest_key(name)
+  return f'; did you mean {close!r}?' if close else ''
 
 
 def _parse(text: str, kind: type):
@@ -299,15 +208,16 @@ def _wrap(values: dict[str, Any]):
   except ImportError:
     return PlainConfig(values)
 
-  def convert(tree: dict[str, Any]) -> ml_collections.ConfigDict:
+  def convert(tree: dict[str, Any], prefix: str = '') -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    for key, value in tree.items():
+    for name, value in tree.items():
+      key = schema.BY_NAME.get(prefix + name)
       if isinstance(value, dict):
-        c[key] = convert(value)
-      elif value is None and key in OPTIONAL_TYPES:
-        c[key] = ml_collections.config_dict.placeholder(OPTIONAL_TYPES[key])
+        c[name] = convert(value, f'{prefix}{name}.')
+      elif value is None and key is not None:
+        c[name] = ml_collections.config_dict.placeholder(key.type)
       else:
-        c[key] = value
+        c[name] = value
     return c
 
   return convert(values)
@@ -328,12 +238,65 @@ class PlainConfig(dict):
     try:
       return self[key]
     except KeyError:
-      raise AttributeError(f'Unknown config key {key!r}{_closest(key, self)}') from None
+      raise AttributeError(f'Unknown config key {key!r}{_closest(key)}') from None
 
   def __setattr__(self, key: str, value: Any) -> None:
     if key not in self:
-      raise AttributeError(f'Unknown config key {key!r}{_closest(key, self)}')
+      raise AttributeError(f'Unknown config key {key!r}{_closest(key)}')
     self[key] = value
 
   def to_dict(self) -> dict[str, Any]:
     return {k: v.to_dict() if isinstance(v, PlainConfig) else v for k, v in self.items()}
+
+
+# --- The `recipe:` line ---------------------------------------------------------------------------
+
+_POLICY_NAMES = {'autoaugment': 'AutoAugment v0', 'randaugment': 'RandAugment', 'none': 'no'}
+
+
+def _relevant(key: str, values: dict[str, Any]) -> bool:
+  """Whether `key` is part of what a run with these values trains (`schema.RECIPE`, in use)."""
+  if not schema.is_recipe(key):
+    return False
+  group = key.split('.')[0]
+  if group in ('rmsprop', 'sgd', 'adamw') and group != values['optimizer']:
+    return False
+  if key.startswith('augment.randaugment') and values['augment.policy'] != 'randaugment':
+    return False
+  return True
+
+
+def recipe_differences(config, reference) -> list[str]:
+  """`key=value` for each recipe key of `config` that differs from `reference`'s."""
+  ours, theirs = schema.flatten(config.to_dict()), schema.flatten(reference.to_dict())
+  native = scaling.get_variant(theirs['model']).resolution
+  for values in (ours, theirs):  # An explicit native resolution is the native resolution.
+    if values.get('image_size') == native and values.get('phi') is None:
+      values['image_size'] = None
+  return [f'{key}={ours.get(key)}' for key in sorted(set(ours) | set(theirs))
+          if _relevant(key, ours) and ours.get(key) != theirs.get(key)]
+
+
+def describe_recipe(config) -> str:
+  """One line: whether `config` is a published recipe, and which number it should reproduce."""
+  model, policy = config.model, config.augment.policy
+  groups = (f'BN statistics over groups of {config.bn_group_size}' if config.bn_group_size
+            else 'BN statistics over the whole batch')
+  published = recipes.PUBLISHED.get((model, policy))
+  if published is None:
+    known = [m for m in scaling.MODEL_NAMES if (m, policy) in recipes.PUBLISHED]
+    usual = recipes.PUBLISHED.get((model, recipes.default_policy(model)))
+    closest = (f"; {model}'s is {_POLICY_NAMES[usual.policy]} augmentation "
+               f'({recipes.top1_text(usual)})'
+               if usual else f'; {model} has no published recipe this codebase can train')
+    return (f'recipe: not a published one: the published recipes with '
+            f"{_POLICY_NAMES[policy]} augmentation are for {', '.join(known)}{closest}.")
+  changed = recipe_differences(config, get_config(model, f'aug={policy}'))
+  what = f'{model}, {_POLICY_NAMES[policy]} augmentation' + (
+      f' (N=2, M={published.magnitude})' if published.magnitude else '')
+  if not changed:
+    return (f'recipe: {what}, as published ({published.source}): '
+            f'{recipes.top1_text(published)}; {groups}.')
+  shown = ', '.join(changed[:6]) + (f' and {len(changed) - 6} more' if len(changed) > 6 else '')
+  return (f'recipe: not as published: {what} ({recipes.top1_text(published)}) differs in '
+          f'{shown}.')

@@ -37,8 +37,8 @@ def run(config, workdir: str, hooks: Sequence = ()) -> None:
   """
   # pylint: disable=g-import-not-at-top  (XLA's flags and the cache must precede the backend)
   from efficientnet_jax.training import compile_cache
-  compile_cache.set_backend_optimization_level(config.get('xla_backend_optimization_level'))
-  if config.get('compilation_cache_dir'):
+  compile_cache.set_backend_optimization_level(config.xla_backend_optimization_level)
+  if config.compilation_cache_dir:
     compile_cache.enable(config.compilation_cache_dir)
   cli.initialize_distributed()
   import jax
@@ -57,7 +57,7 @@ def run(config, workdir: str, hooks: Sequence = ()) -> None:
   if jax.process_index() == 0:
     print(str(config).rstrip(), flush=True)
     print(recipes.describe(config), flush=True)
-  loop.train_and_evaluate(config, workdir, hooks=hooks)
+  loop.train_and_evaluate(config, workdir, hooks=hooks, validated=True)
 
 
 @cli.run

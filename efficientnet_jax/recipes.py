@@ -1,7 +1,8 @@
 """The published recipes: which augmentation and BN normalisation batch each number came from.
 
 A variant's default config (`configs/b0.py` …) is the recipe behind its published ImageNet top-1;
-`describe` says, for any config, whether it is that recipe and, if not, in which keys it differs.
+`config.describe_recipe` says, for any config, whether it is that recipe and, if not, in which keys
+it differs.
 
 Sources (details and the full table: docs/reference.md §5, README "Recipes"):
 * paper (arXiv 1905.11946 v5) Table 2, and tensorflow/tpu `models/official/efficientnet/README.md`
@@ -19,13 +20,9 @@ Sources (details and the full table: docs/reference.md §5, README "Recipes"):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
-from efficientnet_jax.models import scaling
 
-POLICIES = ('autoaugment', 'randaugment', 'none')
 TF_BN_CORES = 8  # The batch is split into this many normalisation groups (see module docstring).
-_POLICY_NAMES = {'autoaugment': 'AutoAugment v0', 'randaugment': 'RandAugment', 'none': 'no'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,15 +69,6 @@ PUBLISHED: dict[tuple[str, str], Published] = {
 }
 # TF main.py's `randaug_magnitude` default, for variants without a published RandAugment recipe.
 TF_DEFAULT_MAGNITUDE = 10
-# Keys that change how a run is executed or logged, not what it computes.
-_EXECUTION_KEYS = frozenset({
-    'data_dir', 'manual_dir', 'train_split', 'eval_split', 'eval_batch_size', 'shuffle_buffer',
-    'bad_image_policy', 'seed', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
-    'keep_checkpoints', 'compilation_cache_dir', 'xla_backend_optimization_level', 'remat',
-    'depthwise_impl', 'grad_accum_steps', 'skip_nonfinite_steps', 'augment.on_device',
-})
-
-
 def default_policy(model: str) -> str:
   """The augmentation policy of `model`'s published recipe (randaugment for l2, which has none)."""
   if model.startswith('lite'):
@@ -107,64 +95,7 @@ def tf_bn_group_size(batch_size: int, grad_accum_steps: int = 1) -> int:
   return group if micro % group == 0 else 0
 
 
-def _flat(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flat(value, f'{prefix}{key}.'))
-    else:
-      flat[prefix + key] = value
-  return flat
-
-
-def _relevant(key: str, values: dict[str, Any]) -> bool:
-  """Whether `key` affects what a run with these values computes."""
-  if key in _EXECUTION_KEYS:
-    return False
-  group = key.split('.')[0]
-  if group in ('rmsprop', 'sgd', 'adamw') and group != values['optimizer']:
-    return False
-  if key.startswith('augment.randaugment') and values['augment.policy'] != 'randaugment':
-    return False
-  return True
-
-
-def differences(config, reference) -> list[str]:
-  """`key=value` for each key that changes the computation and differs from `reference`."""
-  ours, theirs = _flat(config.to_dict()), _flat(reference.to_dict())
-  native = scaling.get_variant(theirs['model']).resolution
-  for values in (ours, theirs):  # An explicit native resolution is the native resolution.
-    if values.get('image_size') == native and values.get('phi') is None:
-      values['image_size'] = None
-  return [f'{key}={ours.get(key)}' for key in sorted(set(ours) | set(theirs))
-          if _relevant(key, ours) and ours.get(key) != theirs.get(key)]
-
-
-def describe(config) -> str:
-  """One line: whether `config` is a published recipe, and which number it should reproduce."""
-  from efficientnet_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  model, policy = config.model, config.augment.policy
-  groups = (f'BN statistics over groups of {config.bn_group_size}' if config.bn_group_size
-            else 'BN statistics over the whole batch')
-  published = PUBLISHED.get((model, policy))
-  if published is None:
-    known = [m for m in scaling.MODEL_NAMES if (m, policy) in PUBLISHED]
-    usual = PUBLISHED.get((model, default_policy(model)))
-    closest = (f"; {model}'s is {_POLICY_NAMES[usual.policy]} augmentation ({_number(usual)})"
-               if usual else f'; {model} has no published recipe this codebase can train')
-    return (f'recipe: not a published one: the published recipes with '
-            f"{_POLICY_NAMES[policy]} augmentation are for {', '.join(known)}{closest}.")
-  reference = config_lib.get_config(model, f'aug={policy}')
-  changed = differences(config, reference)
-  what = f'{model}, {_POLICY_NAMES[policy]} augmentation' + (
-      f' (N=2, M={published.magnitude})' if published.magnitude else '')
-  if not changed:
-    return (f'recipe: {what}, as published ({published.source}): {_number(published)}; '
-            f'{groups}.')
-  shown = ', '.join(changed[:6]) + (f' and {len(changed) - 6} more' if len(changed) > 6 else '')
-  return (f'recipe: not as published: {what} ({_number(published)}) differs in {shown}.')
-
-
-def _number(published: Published) -> str:
+def top1_text(published: Published) -> str:
+  """'77.1% ImageNet top-1', or 'no published top-1'."""
   return (f'{published.top1}% ImageNet top-1' if published.top1 is not None
           else 'no published top-1')

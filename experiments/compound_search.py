@@ -13,8 +13,8 @@ DIR/results.md and DIR/search.png, and prints the best triple.
 
 Config (see experiments/configs/digits_search.py): `train` (a training config of
 `efficientnet_jax.config.get_config`: data, budget, recipe), `baseline` (width, depth,
-resolution, resolution_multiple), `search` (alphas, betas, gammas, target, tolerance), `metric`, and
-`xla_backend_optimization_level` (None: XLA's default).
+resolution, resolution_multiple), `search` (alphas, betas, gammas, target, tolerance) and
+`metric`.
 """
 
 from __future__ import annotations

@@ -55,11 +55,11 @@ def _quickstart_config_lines(arg: str) -> int:
 
 @pytest.mark.slow
 def test_quickstart_smoke_runs_with_a_quiet_console(tmp_path):
-  # --config.rmsprop_decay: a key under its former name still works on the command line.
+  # --config.rmsprop.decay: a key in a group, on the command line.
   # 32 px and XLA's grouped depthwise convolution: the console is the point here, and the
   # smoke size (64 px, the 'shift' depthwise form on CPU) adds ~15 s of compiling (115 s → 99 s).
   result = _run(['-m', 'efficientnet_jax.main', '--config=configs/quickstart.py:smoke',
-                 f'--workdir={tmp_path / "run"}', '--config.rmsprop_decay=0.95',
+                 f'--workdir={tmp_path / "run"}', '--config.rmsprop.decay=0.95',
                  '--config.image_size=32', '--config.depthwise_impl=conv'])
   assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
   # stderr is merged after stdout here; every stderr line counts as "before" the progress line.

@@ -57,7 +57,7 @@ FAST_CASES = {
     'unknown key in the config argument': (
         [f'--config={rh.CONFIG}:lerning_rate=0.1'], ["'lerning_rate'", "'learning_rate'"]),
     'wrong value type': (['--config.batch_size=abc'],
-                         ['--config.batch_size=abc', "expected an integer, got 'abc'"]),
+                         ['--config.batch_size=abc', "expects an integer, got 'abc'"]),
     'batch not divisible by the devices': (['--config.batch_size=18'],
                                            ['batch_size=18', 'not divisible by the 4 devices',
                                             'multiple of 4']),

@@ -10,6 +10,7 @@ import pytest
 
 from efficientnet_jax import cli
 from efficientnet_jax import config as config_lib
+from efficientnet_jax import schema
 from efficientnet_jax.models import efficientnet
 from efficientnet_jax.models import scaling
 from efficientnet_jax.training import optimizer
@@ -89,17 +90,35 @@ def test_each_optimizer_has_one_group_of_its_own_keys():
   assert not [key for key in config if key.startswith(('rmsprop_', 'sgd_', 'adamw_'))]
 
 
-def test_renamed_keys_still_work_in_arg_strings_overrides_and_flags():
-  from_arg = config_lib.get_config('b0', 'rmsprop_decay=0.95,sgd_nesterov=true')
-  from_override = config_lib.get_config('b0', adamw_b2=0.98)
-  assert from_arg.rmsprop.decay == 0.95 and from_arg.sgd.nesterov is True
-  assert from_override.adamw.b2 == 0.98
-  # --config.rmsprop_decay=… becomes --config.rmsprop.decay=… before absl parses it.
-  rename = cli._renamed_config_flag  # pylint: disable=protected-access
-  assert rename('--config.rmsprop_epsilon=1e-2') == '--config.rmsprop.epsilon=1e-2'
-  assert rename('--config.learning_rate=1') == '--config.learning_rate=1'
-  # A nested training config (the scaling experiments' `config.train`).
-  assert rename('--config.train.rmsprop_decay=0.5') == '--config.train.rmsprop.decay=0.5'
+def test_a_key_under_a_flat_name_names_its_group():
+  # The optimizer hyperparameters live in one group per optimizer; `rmsprop_decay` is no key.
+  with pytest.raises(KeyError, match="did you mean 'rmsprop.decay'"):
+    config_lib.get_config('b0', 'rmsprop_decay=0.95')
+
+
+def test_every_key_is_declared_once_in_the_schema():
+  # The builder's keys are the schema's, with the schema's defaults and types.
+  flat = schema.flatten(config_lib.get_config('b4').to_dict())
+  assert set(flat) == set(schema.BY_NAME)
+  for name, value in flat.items():
+    key = schema.BY_NAME[name]
+    assert value is None or isinstance(value, key.type), (name, value)
+    assert key.doc and key.changes in (schema.RECIPE, schema.RUN, schema.NOTHING)
+  assert flat['augment.policy'] == 'autoaugment' and flat['dropout_rate'] == 0.4
+
+
+def test_override_values_are_checked_against_the_schema():
+  with pytest.raises(ValueError, match='config.batch_size expects an integer'):
+    config_lib.get_config('b0', 'batch=many')
+  with pytest.raises(ValueError, match='config.learning_rate cannot be unset'):
+    config_lib.get_config('b0', learning_rate=None)
+  assert config_lib.get_config('b0', 'steps=none').total_steps is None
+  # The command line: checked before ml_collections parses it, one line naming the flag.
+  with pytest.raises(ValueError, match=r'--config.train.ema_decay=x: .* expects a number'):
+    cli.check_config_overrides(['prog', '--config.train.ema_decay=x'])
+  with pytest.raises(ValueError, match='expects true or false'):
+    cli.check_config_overrides(['prog', '--config.augment.flip', 'maybe'])
+  cli.check_config_overrides(['prog', '--config.seeds=3', '--config.augment.flip'])
 
 
 def test_mistyped_group_key_names_the_closest():

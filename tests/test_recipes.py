@@ -19,7 +19,7 @@ def test_b_configs_default_to_autoaugment_and_the_paper_number(model):
   config = config_lib.get_config(model)
   assert config.augment.policy == 'autoaugment'
   assert (config.batch_size, config.num_epochs, config.bn_group_size) == (4096, 350.0, 512)
-  line = recipes.describe(config)
+  line = config_lib.describe_recipe(config)
   assert line.startswith(f'recipe: {model}, AutoAugment v0 augmentation, as published')
   assert f'{PAPER_TABLE_2[model]}% ImageNet top-1' in line and 'groups of 512' in line
 
@@ -30,30 +30,30 @@ def test_randaugment_is_one_override_away_with_tf_magnitude(model, magnitude, to
   assert (config.augment.policy, config.augment.randaugment_magnitude) == ('randaugment',
                                                                             magnitude)
   assert config.augment.randaugment_layers == 2
-  assert f'as published' in recipes.describe(config)
-  assert f'{top1}% ImageNet top-1' in recipes.describe(config)
+  assert f'as published' in config_lib.describe_recipe(config)
+  assert f'{top1}% ImageNet top-1' in config_lib.describe_recipe(config)
 
 
 def test_unpublished_combination_runs_but_says_so():
   config = config_lib.get_config('b0', 'aug=randaugment')
   assert config.augment.randaugment_magnitude == recipes.TF_DEFAULT_MAGNITUDE
-  line = recipes.describe(config)
+  line = config_lib.describe_recipe(config)
   assert line.startswith('recipe: not a published one') and 'b5, b7, b8' in line
   assert "b0's is AutoAugment v0" in line
-  changed = recipes.describe(config_lib.get_config('b0', 'batch=512,epochs=30'))
+  changed = config_lib.describe_recipe(config_lib.get_config('b0', 'batch=512,epochs=30'))
   assert changed.startswith('recipe: not as published') and 'batch_size=512' in changed
   # Keys that change how a run executes, not what it computes, keep it the published recipe.
   same = config_lib.get_config('b0', 'seed=3,log_every_steps=7,res=224')
-  assert 'as published' in recipes.describe(same)
+  assert 'as published' in config_lib.describe_recipe(same)
 
 
 def test_b8_l2_and_lite_recipes():
   b8 = config_lib.get_config('b8')
   assert (b8.augment.policy, b8.augment.randaugment_magnitude) == ('randaugment', 28)
-  assert 'no published top-1' in recipes.describe(b8)
-  assert recipes.describe(config_lib.get_config('l2')).startswith('recipe: not a published one')
+  assert 'no published top-1' in config_lib.describe_recipe(b8)
+  assert config_lib.describe_recipe(config_lib.get_config('l2')).startswith('recipe: not a published one')
   lite = config_lib.get_config('lite3')
-  assert lite.augment.policy == 'none' and '79.8%' in recipes.describe(lite)
+  assert lite.augment.policy == 'none' and '79.8%' in config_lib.describe_recipe(lite)
 
 
 def test_bn_group_is_tf_normalisation_batch_unless_set():

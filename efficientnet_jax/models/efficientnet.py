@@ -202,23 +202,27 @@ def create_model(name: str, **overrides) -> EfficientNet:
   return EfficientNet(**fields)
 
 
-def model_from_config(config) -> EfficientNet:
-  """The `EfficientNet` a config describes (variant, compound φ or explicit width/depth)."""
-  overrides: dict[str, Any] = dict(
+def model_from_config(config, **overrides) -> EfficientNet:
+  """The `EfficientNet` a config describes (variant, compound φ or explicit width/depth).
+
+  Args:
+    config: the config; only the model's own keys are read.
+    **overrides: `EfficientNet` fields that replace the config's (e.g. a BN momentum derived
+      by the caller).
+  """
+  fields: dict[str, Any] = dict(
       dropout_rate=config.dropout_rate, drop_path_rate=config.drop_path_rate,
       num_classes=config.num_classes, dtype=jnp.dtype(config.dtype), remat=config.remat,
       padding=config.padding, bn_group_size=config.bn_group_size or None,
-      # With k micro-batches per step the moving statistics are updated k times per step:
-      # momentum^(1/k) per update keeps their memory, counted in optimizer steps, as configured.
-      bn_momentum=config.get('bn_momentum', 0.99) ** (1.0 / config.get('grad_accum_steps', 1)),
-      depthwise_impl=config.get('depthwise_impl', 'auto'))
-  if config.get('phi') is not None:
-    overrides.update(scaling.compound(config.phi, config.alpha, config.beta,
-                                      config.gamma).as_overrides())
-  if config.get('width') is not None:
-    overrides['width'] = config.width
-  if config.get('depth') is not None:
-    overrides['depth'] = config.depth
-  if config.get('image_size'):
-    overrides['resolution'] = config.image_size
-  return create_model(config.model, **overrides)
+      bn_momentum=config.bn_momentum, depthwise_impl=config.depthwise_impl)
+  if config.phi is not None:
+    fields.update(scaling.compound(config.phi, config.alpha, config.beta,
+                                   config.gamma).as_overrides())
+  if config.width is not None:
+    fields['width'] = config.width
+  if config.depth is not None:
+    fields['depth'] = config.depth
+  if config.image_size:
+    fields['resolution'] = config.image_size
+  fields.update(overrides)
+  return create_model(config.model, **fields)

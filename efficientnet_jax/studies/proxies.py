@@ -8,8 +8,9 @@ An experiment config is a ConfigDict with
   metric    the result field that ranks trials ('top1', 'recal_top1', 'ema_top1', …);
   seeds     how many times each trial trains, seed index S with `train.seed + S` (default 1;
             results then report each metric's mean and sample std over the seeds: `seeds.py`);
-  recalibrate_bn_batches   0, or the batches to re-estimate BN statistics on before a 2nd eval;
-  xla_backend_optimization_level   None (XLA's default) or 0 (see `digits_train`).
+  recalibrate_bn_batches   0, or the batches to re-estimate BN statistics on before a 2nd eval.
+XLA's optimisation level is the training config's (`train.xla_backend_optimization_level`), so
+that it is part of a trial's identity.
 The search, curves and width-by-depth-and-resolution configs add their own section
 (`search`, `curves`, `fig4`).
 """
@@ -33,7 +34,6 @@ def experiment(train, baseline: dict, **extra) -> ml_collections.ConfigDict:
   # Training batches (of 64) to re-estimate BN statistics on before a second eval (`recal_*`
   # fields); 0: off. Short proxy runs may need it (`recalibration`).
   c.recalibrate_bn_batches = 0
-  c.xla_backend_optimization_level = ml_collections.config_dict.placeholder(int)
   for key, value in extra.items():
     c[key] = value
   return c
@@ -89,7 +89,7 @@ def digits_experiment(short: bool = False) -> ml_collections.ConfigDict:
   c.metric = 'top1'
   # XLA's level 0 compiles a trial's steps faster and runs them slower on CPU: the faster choice
   # for 240 steps, the slower one for 1,200 (measurements in experiments/README.md).
-  c.xla_backend_optimization_level = 0 if short else None
+  c.train.xla_backend_optimization_level = 0 if short else None
   return c
 
 
@@ -121,8 +121,8 @@ def apply_tiny(c: ml_collections.ConfigDict) -> None:
   """
   c.baseline.update(dict(width=0.25, depth=0.25, resolution=32, resolution_multiple=8))
   c.recalibrate_bn_batches = 1
-  c.xla_backend_optimization_level = 0  # Two steps: compiling is all the time.
   t = c.train
+  t.xla_backend_optimization_level = 0  # Two steps: compiling is all the time.
   t.depthwise_impl = 'conv'
   t.batch_size, t.eval_batch_size, t.total_steps = 16, 360, 2
   t.warmup_epochs, t.lr_schedule = 0.0, 'constant'

@@ -34,8 +34,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from efficientnet_jax import cli
-from efficientnet_jax import config as config_lib
 from efficientnet_jax import errors
+from efficientnet_jax import schema
 from efficientnet_jax.studies import points as points_lib
 from efficientnet_jax.studies import seeds as seeds_lib
 
@@ -45,14 +45,14 @@ RESULTS_FILE = 'results.json'
 # Wall-clock fields: they differ between a sequential and a distributed run of the same trials,
 # so they are left out when results are compared (see `without_timing`).
 TIMING_FIELDS = ('train_seconds',)
-# Config keys that say where things are or how often to log, not what is trained: a trial may be
-# resumed or run elsewhere with other values. (The tf.data service makes the local batches.)
-_NOT_IDENTITY = ('data_dir', 'manual_dir', 'compilation_cache_dir', 'log_every_steps',
-                 'checkpoint_every_steps', 'keep_checkpoints', 'data_service_address')
-# Keys added after results were saved, with their defaults: hashed only when set to another
-# value, so that the results written before them still match their trials.
-_HASHED_ONLY_WHEN_SET = {'augment.on_device': None, 'jpeg_dct_scaling': False,
-                         'source_detail': 0.0}
+# What a trial computes from its config, beyond the config: bump it with every change that makes
+# the same config give other numbers (a new default in the code, another data order, other
+# floating-point arithmetic). It is part of every trial's identity, so results computed before the
+# change are refused by name instead of being reused (tests/studies/test_identity.py pins a tiny
+# trial's numbers to this version: it fails until the version is bumped).
+COMPUTATION_VERSION = 2
+# The layout of result.json / results.json records.
+RESULTS_VERSION = 2
 
 
 # Training stopped before a trial's last step (preempted); rerunning resumes it.
@@ -85,24 +85,15 @@ def trial_dir(workdir: str, trial_id: int, seed_index: int = 0) -> str:
 
 
 def config_hash(train_config) -> str:
-  """A short hash of what a training config trains (paths and logging intervals excluded).
+  """A trial's identity: a short hash of `COMPUTATION_VERSION` and every key its numbers depend on.
 
-  Keys that moved into a group (`config.RENAMED_KEYS`) are hashed under their former flat
-  names, and keys added later are left out while unset (`_HASHED_ONLY_WHEN_SET`), so results
-  written before still match their trials.
+  The keys are the schema's RECIPE and RUN keys (`schema.counts_for_identity`): everything but
+  where files are and how often the loop logs, evaluates or checkpoints.
   """
-  values = {k: v for k, v in train_config.to_dict().items() if k not in _NOT_IDENTITY}
-  for key, default in _HASHED_ONLY_WHEN_SET.items():
-    *group, name = key.split('.')
-    holder = values[group[0]] if group else values  # Fresh dicts from to_dict(): safe to edit.
-    if name in holder and holder[name] == default:
-      del holder[name]
-  for old, new in config_lib.RENAMED_KEYS.items():
-    group, name = new.split('.')
-    if name in values.get(group, {}):
-      values[old] = values[group].pop(name)
-  values = {k: v for k, v in values.items() if v != {}}
-  text = json.dumps(values, sort_keys=True, default=str)
+  values = {k: v for k, v in schema.flatten(train_config.to_dict()).items()
+            if schema.counts_for_identity(k)}
+  text = json.dumps({'computation_version': COMPUTATION_VERSION, 'config': values},
+                    sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -113,6 +104,7 @@ def planned_record(trial: Trial, config, seed_index: int = 0) -> dict[str, Any]:
   training seed this seed index trains with.
   """
   return {'trial': trial.id, **dataclasses.asdict(trial.point), **trial.record,
+          'results_version': RESULTS_VERSION, 'computation_version': COMPUTATION_VERSION,
           'train_config_hash': config_hash(config.train),
           'recal_batches': int(config.get('recalibrate_bn_batches') or 0),
           'seed_index': seed_index, 'seed': seeds_lib.training_seed(config, seed_index)}
@@ -125,15 +117,18 @@ def load_result(workdir: str, trial: Trial, config, seed_index: int = 0) -> dict
     return None
   with open(path) as f:
     result = json.load(f)
-  if 'seed_index' not in result:
-    # Written before seeds existed: a single-seed trial, which is seed index 0, and its config
-    # hash (checked below) pins the seed it trained with to `train.seed`.
-    result.update(seed_index=0, seed=int(config.train.seed))
+  version = result.get('computation_version')
+  if version != COMPUTATION_VERSION:
+    raise errors.ConfigError(
+        f'{path} was computed by an earlier version of the code (computation version {version}, '
+        f'this code computes version {COMPUTATION_VERSION}): its numbers are not what this code '
+        'would give; use a new --workdir (or delete that trial directory) to recompute it.')
   expected = planned_record(trial, config, seed_index)
   stale = {k: (result.get(k), v) for k, v in expected.items() if result.get(k) != v}
   if stale:
-    raise ValueError(f'{path} was trained for another config (field: (stored, planned) = {stale}); '
-                     'use a new --workdir for a changed experiment.')
+    raise errors.ConfigError(
+        f'{path} was trained for another config (field: (stored, planned) = {stale}); use a new '
+        '--workdir for a changed experiment.')
   return result
 
 
@@ -285,8 +280,8 @@ def apply_runtime_settings(config, workdir: str) -> None:
   """Process-wide settings; must run before JAX compiles anything.
 
   * A failed checkpoint write is reported once, as for `main` (`training.quiet_orbax`).
-  * `config.xla_backend_optimization_level`: XLA reads XLA_FLAGS when its backend starts (the
-    first computation), not at `import jax`, so setting it here still applies.
+  * `config.train.xla_backend_optimization_level`: XLA reads XLA_FLAGS when its backend starts
+    (the first computation), not at `import jax`, so setting it here still applies.
   * A persistent compilation cache, `config.train.compilation_cache_dir` or else DIR/xla_cache:
     the programs a trial compiles again after training (evaluating its checkpoint) load from it,
     and so does every step of a resumed trial, on any host that shares DIR.
@@ -296,7 +291,7 @@ def apply_runtime_settings(config, workdir: str) -> None:
   from efficientnet_jax.training import compile_cache
   from efficientnet_jax.training import quiet_orbax
   quiet_orbax.install(checkpointing.is_write_failure)
-  compile_cache.set_backend_optimization_level(config.get('xla_backend_optimization_level'))
+  compile_cache.set_backend_optimization_level(config.train.xla_backend_optimization_level)
   compile_cache.enable(config.train.get('compilation_cache_dir') or
                        os.path.join(workdir, 'xla_cache'))
 

@@ -39,12 +39,19 @@ def announce(message: str) -> None:
     print(message, flush=True)
 
 
-def train_and_evaluate(config, workdir: str,
-                       hooks: Sequence[hooks_lib.StepHook] = ()) -> dict[str, float]:
+def train_and_evaluate(config, workdir: str, hooks: Sequence[hooks_lib.StepHook] = (), *,
+                       validated: bool = False) -> dict[str, float]:
   """Trains and evaluates; resumes from `workdir` if it holds a checkpoint.
 
   SIGTERM/SIGINT (from the start, set-up included) end the run at the next step boundary with a
   checkpoint of that step; the function then returns normally.
+
+  Args:
+    config: the run's config; it is not changed.
+    workdir: the run directory.
+    hooks: called before and after each step (tests inject faults through them).
+    validated: the caller has run `setup.validate(config, workdir)` already (`main` does, before
+      it prints the config), so it is not run again.
 
   Returns:
     The final evaluation metrics ({} when preempted or already finished).
@@ -54,15 +61,17 @@ def train_and_evaluate(config, workdir: str,
   """
   guard = checkpointing.PreemptionGuard()
   try:
-    return _train_and_evaluate(config, workdir, guard, hooks)
+    return _train_and_evaluate(config, workdir, guard, hooks, validated)
   finally:
     guard.restore_handlers()
 
 
 def _train_and_evaluate(config, workdir: str, guard: checkpointing.PreemptionGuard,
-                        hooks: Sequence[hooks_lib.StepHook]) -> dict[str, float]:
-  setup_lib.check_workdir(workdir)
-  s = setup_lib.from_config(config)
+                        hooks: Sequence[hooks_lib.StepHook], validated: bool) -> dict[str, float]:
+  if not validated:
+    setup_lib.validate(config, workdir)
+  s = setup_lib.build(config, setup_lib.plan_for_dataset(config))
+  config = s.config  # With the plan's image size, which the input pipeline needs.
   plan, mesh, step_rng = s.plan, s.mesh, s.step_rng
   lr_fn = optimizer.learning_rate_schedule(config, plan.steps_per_epoch)
   checkpointer = checkpointing.for_run(config, workdir)

@@ -8,13 +8,15 @@ that the step the benchmark times is the step training runs:
   build(config, plan)         model, mesh, optimizer, the train state's shapes, the jitted steps
   from_config(config)         all three, for training and evaluation
 
-Inputs are checked cheapest first (workdir, model name, optimizer, batch against devices, then
-the data, then a checkpoint's shapes) so that a mistake fails in seconds, before the model is
-compiled and before anything is written.
+Inputs are checked cheapest first (workdir, model name, optimizer, augmentation policy, batch
+against devices, then the data, then a checkpoint's shapes) so that a mistake fails in seconds,
+before the model is compiled and before anything is written. The caller's config is never
+changed: `Setup.config` is a copy with what the plan resolved (the image size).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
@@ -22,7 +24,6 @@ from typing import Any, Callable
 
 import jax
 
-from efficientnet_jax import recipes
 from efficientnet_jax.errors import ConfigError
 from efficientnet_jax.models import efficientnet
 from efficientnet_jax.training import optimizer as optimizer_lib
@@ -70,9 +71,11 @@ def validate(config, workdir: str | None = None) -> None:
     check_workdir(workdir)
   efficientnet.model_from_config(config)  # An unknown model name or field fails here.
   optimizer_lib.check_names(config)
-  if config.augment.policy not in recipes.POLICIES:
+  # Inside the function: outside input/, the input part is never imported at module level.
+  from efficientnet_jax.input import augment_policies  # pylint: disable=g-import-not-at-top
+  if config.augment.policy not in augment_policies.AUGMENT_POLICIES:
     raise ConfigError(f'Unknown augment.policy {config.augment.policy!r}; use one of: '
-                      f"{', '.join(recipes.POLICIES)} (e.g. :aug=randaugment).")
+                      f"{', '.join(augment_policies.AUGMENT_POLICIES)} (e.g. :aug=randaugment).")
   steps_lib.check_global_batch(config.batch_size, config.grad_accum_steps, jax.device_count())
   steps_lib.check_bn_groups(config.bn_group_size, config.batch_size, config.grad_accum_steps,
                             jax.device_count())
@@ -111,13 +114,14 @@ def make_plan(config, num_classes: int, num_train_examples: int,
                       f'has {num_classes} classes; set --config.num_classes={num_classes}.')
   steps_per_epoch = max(1, num_train_examples // config.batch_size)
   total = config.total_steps or int(round(config.num_epochs * steps_per_epoch))
-  return Plan(steps_per_epoch, total, config.image_size or model.resolution, num_classes)
+  # The model's resolution is config.image_size where set, else the variant's (or φ's).
+  return Plan(steps_per_epoch, total, model.resolution, num_classes)
 
 
 def plan_for_dataset(config) -> Plan:
   """The plan of `config` on its dataset; imports the input pipeline (TensorFlow, ~10 s)."""
   from efficientnet_jax.input import sources  # pylint: disable=g-import-not-at-top
-  model = efficientnet.model_from_config(config)
+  model = model_for_training(config)
   info = sources.dataset_info(config)
   return make_plan(config, info.num_classes, info.num_train_examples, model)
 
@@ -128,6 +132,10 @@ class Setup:
 
   `state` (a freshly initialised state) and the jitted steps are made on first use: a resumed
   run restores into `abstract_state` and never compiles the initialiser.
+
+  Attributes:
+    config: a copy of the config built from, with what the plan resolved filled in
+      (`image_size`, which the input pipeline needs concrete): what the run reads from here on.
   """
   config: Any
   model: efficientnet.EfficientNet
@@ -172,15 +180,32 @@ def _device_preprocessing(config, model) -> dict[str, Any]:
   return {'preprocess': device_preprocessing.train_images_fn(config, model.dtype)}
 
 
+def model_for_training(config) -> efficientnet.EfficientNet:
+  """The model `config` trains: `model_from_config`, its BN momentum per micro-batch.
+
+  With gradient accumulation the model runs once per micro-batch, so it is given the momentum
+  that keeps the moving statistics' memory per optimizer step (`steps.micro_batch_bn_momentum`).
+  Evaluation builds the same module (its momentum is unused without training).
+  """
+  return efficientnet.model_from_config(config, bn_momentum=steps_lib.micro_batch_bn_momentum(
+      config.bn_momentum, config.grad_accum_steps))
+
+
+def _resolved(config, plan: Plan):
+  """A copy of `config` with what `plan` resolved filled in; the caller's config is left alone."""
+  resolved = copy.deepcopy(config)
+  resolved.image_size = plan.image_size
+  return resolved
+
+
 def build(config, plan: Plan) -> Setup:
   """Builds everything `plan` needs for `config` (no data and no workdir access).
 
-  Sets `config.image_size` to the plan's (the input pipeline needs the concrete size).
+  Checks nothing `validate` checks: the callers validate first. `config` is not changed;
+  `Setup.config` is the copy the run reads from here on.
   """
-  model = efficientnet.model_from_config(config)
-  steps_lib.check_global_batch(config.batch_size, config.grad_accum_steps, jax.device_count())
-  if not config.image_size:
-    config.image_size = plan.image_size
+  config = _resolved(config, plan)
+  model = model_for_training(config)
   mesh = steps_lib.data_mesh()
   replicated, _ = steps_lib.shardings(mesh)
   tx = optimizer_lib.create_optimizer(config, plan.steps_per_epoch)

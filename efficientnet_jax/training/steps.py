@@ -62,11 +62,21 @@ def check_bn_groups(group_size: int, batch_size: int, grad_accum_steps: int,
           else group_size % per_device == 0 and micro % group_size == 0)
   if group_size < 0 or not fits:
     divisors = [g for g in range(1, per_device + 1) if per_device % g == 0]
-    multiples = [per_device * k for k in range(2, device_count + 1) if micro % (per_device * k) == 0]
+    multiples = [per_device * k for k in range(2, device_count + 1)
+                 if micro % (per_device * k) == 0]
     choices = ', '.join(str(g) for g in (divisors[-3:] + multiples[:3]))
     raise ConfigError(f'config.bn_group_size={group_size} does not tile the global {what} of '
                       f'{micro} ({per_device} per device on {device_count} devices); use one of '
                       f'{choices} or 0 (the whole {what}).')
+
+
+def micro_batch_bn_momentum(bn_momentum: float, grad_accum_steps: int) -> float:
+  """The BN momentum per micro-batch that keeps the configured memory per optimizer step.
+
+  With k micro-batches per step the moving statistics are updated k times per step, so
+  `bn_momentum^(1/k)` per update decays them by `bn_momentum` per step, as configured.
+  """
+  return bn_momentum ** (1.0 / grad_accum_steps)
 
 
 def all_finite(tree: Any) -> jax.Array:
@@ -102,8 +112,8 @@ def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing:
     label_smoothing: label smoothing of the training loss.
     ema_decay: EMA decay (with warm-up); 0 or a state without EMA disables it.
     grad_accum_steps: micro-batches per step; gradients are averaged, BN statistics are
-      normalised per micro-batch and their moving averages updated once per micro-batch (the
-      model's momentum is `bn_momentum^(1/grad_accum_steps)`, see `model_from_config`, so their
+      normalised per micro-batch and their moving averages updated once per micro-batch (give
+      the model `micro_batch_bn_momentum`, as `setup.model_for_training` does, so that their
       memory per optimizer step is the configured one).
     preprocess: `preprocess(images, step) -> images`, applied to the global batch's images
       before anything else: the augmentation and normalisation on the device

@@ -115,32 +115,47 @@ def test_stale_result_from_another_config_is_refused(tmp_path):
 
 
 
-def test_config_hash_is_unchanged_by_the_optimizer_key_groups():
-  # The hashes results written before `rmsprop_decay` & co. moved into groups carry: they must
-  # still match their trials, which are the `:short` budget's. (A deliberate change of the digits
-  # recipe changes them, and results trained for the old recipe are then refused, as they should.)
-  assert sweep.config_hash(digits_curves.get_config('short').train) == 'd945b7e7efa3'
-  assert sweep.config_hash(digits_search.get_config('short').train) == 'd945b7e7efa3'
-  # Keys added since count only once set: augment.on_device (the draws then come from JAX) and
-  # jpeg_dct_scaling (other pixels); data_service_address never (the same batches).
-  # source_detail (other images) likewise.
-  for key, value in (('augment.on_device', True), ('jpeg_dct_scaling', True),
-                     ('source_detail', proxies.DIGITS_DETAIL)):
+def test_a_trials_identity_is_every_key_its_numbers_depend_on_and_the_version(monkeypatch):
+  identity = sweep.config_hash(digits_search.get_config('short').train)
+  # The same training config in two studies is the same trial.
+  assert sweep.config_hash(digits_curves.get_config('short').train) == identity
+  # RUN keys count (other draws or other bits), as do RECIPE keys; NOTHING keys do not.
+  for key, value in (('seed', 1), ('augment.on_device', True), ('depthwise_impl', 'shift'),
+                     ('xla_backend_optimization_level', None), ('eval_batch_size', 180),
+                     ('jpeg_dct_scaling', True), ('source_detail', proxies.DIGITS_DETAIL),
+                     ('learning_rate', 0.02)):
     train = digits_search.get_config('short').train
     group, _, name = key.rpartition('.')
     (train[group] if group else train)[name] = value
-    assert sweep.config_hash(train) != 'd945b7e7efa3', key
-  train = digits_search.get_config('short').train
-  train.data_service_address = 'localhost:5050'
-  assert sweep.config_hash(train) == 'd945b7e7efa3'
-  # The converged budget is another recipe.
-  assert sweep.config_hash(digits_search.get_config().train) != 'd945b7e7efa3'
+    assert sweep.config_hash(train) != identity, key
+  for key, value in (('data_service_address', 'localhost:5050'), ('log_every_steps', 7),
+                     ('checkpoint_every_steps', 7), ('data_dir', '/elsewhere')):
+    train = digits_search.get_config('short').train
+    train[key] = value
+    assert sweep.config_hash(train) == identity, key
+  # The code's computation version is part of it.
+  monkeypatch.setattr(sweep, 'COMPUTATION_VERSION', sweep.COMPUTATION_VERSION + 1)
+  assert sweep.config_hash(digits_search.get_config('short').train) != identity
+
+
+def test_a_result_of_an_earlier_computation_version_is_refused_by_name(tmp_path):
+  config = digits_search.get_config('tiny')
+  trial = sweep.Trial(0, points.Point(0.25, 0.5, 32), {'alpha': 2.0, 'beta': 1.0, 'gamma': 1.0})
+  path = tmp_path / 'trials' / '0' / sweep.RESULT_FILE
+  path.parent.mkdir(parents=True)
+  record = sweep.planned_record(trial, config)
+  path.write_text(json.dumps({**record, 'top1': 0.5, 'computation_version': 1}))
+  with pytest.raises(ValueError, match=r'computation version 1, this code computes version'):
+    sweep.load_result(str(tmp_path), trial, config)
+  path.write_text(json.dumps({k: v for k, v in record.items() if k != 'computation_version'}))
+  with pytest.raises(ValueError, match=r'computation version None'):
+    sweep.load_result(str(tmp_path), trial, config)
 
 
 def test_digits_configs_take_short_or_tiny_and_name_both_otherwise():
   assert digits_search.get_config().train.total_steps == proxies.DIGITS_STEPS
   assert digits_search.get_config('short').train.total_steps == proxies.DIGITS_SHORT_STEPS
-  assert digits_search.get_config('short').xla_backend_optimization_level == 0
+  assert digits_search.get_config('short').train.xla_backend_optimization_level == 0
   assert digits_curves.get_config('tiny').train.total_steps == 2
   assert digits_curves.get_config().train.source_detail == 0.0
   detail = digits_width_by_depth_res.get_config('detail')

@@ -49,10 +49,14 @@ def _jsonl(workdir):
 
 
 @pytest.mark.slow
-def test_train_eval_checkpoint_then_resume_continues_exactly(tmp_path):
+def test_train_eval_checkpoint_then_resume_continues_exactly(tmp_path, monkeypatch):
   config = tiny_config()
   first = str(tmp_path / 'resumed')
+  validations = []
+  validate = setup.validate
+  monkeypatch.setattr(setup, 'validate', lambda *args: validations.append(args) or validate(*args))
   result = loop.train_and_evaluate(config, first)
+  assert validations == [(config, first)]  # Once per run.
   assert 0.0 <= result['eval_top1'] <= 1.0 and 'eval_ema_top1' in result
   step, _ = _params(first, config)
   assert step == 3
@@ -139,10 +143,24 @@ def test_bn_group_that_cuts_across_devices_is_a_config_error():
 
 
 def test_gradient_accumulation_keeps_the_bn_memory_per_optimizer_step():
-  one = efficientnet.model_from_config(tiny_config(bn_momentum=0.99))
-  four = efficientnet.model_from_config(tiny_config(bn_momentum=0.99, grad_accum_steps=4))
+  one = setup.model_for_training(tiny_config(bn_momentum=0.99))
+  four = setup.model_for_training(tiny_config(bn_momentum=0.99, grad_accum_steps=4))
   assert one.bn_momentum == 0.99
   np.testing.assert_allclose(four.bn_momentum ** 4, 0.99, rtol=1e-12)
+  # The model knows nothing of training: from the config alone it has the configured momentum.
+  config = tiny_config(bn_momentum=0.99, grad_accum_steps=4)
+  assert efficientnet.model_from_config(config).bn_momentum == 0.99
+
+
+def test_build_leaves_the_callers_config_as_it_was():
+  config = tiny_config(image_size=None, grad_accum_steps=2)
+  before = config.to_dict()
+  model = setup.model_for_training(config)
+  s = setup.build(config, setup.make_plan(config, 10, 1437, model))
+  assert config.to_dict() == before and config.image_size is None
+  # The run reads a copy with what the plan resolved: the variant's resolution.
+  assert s.config.image_size == s.plan.image_size == model.resolution == 224
+  assert s.model == model
 
 
 def test_num_classes_mismatch_is_a_config_error():

@@ -207,9 +207,9 @@ def test_adamw_decay_skips_bn():
 
 def test_grad_clip_norm():
   params = _toy_params()
-  config = make_config(optimizer='sgd', sgd_momentum=0.0, weight_decay=0.0, grad_clip_norm=1.0,
-                       warmup_epochs=0.0, lr_schedule='constant', learning_rate=1.0,
-                       lr_base_batch_size=None)
+  config = make_config(optimizer='sgd', weight_decay=0.0, grad_clip_norm=1.0, warmup_epochs=0.0,
+                       lr_schedule='constant', learning_rate=1.0, lr_base_batch_size=0,
+                       **{'sgd.momentum': 0.0})
   tx = optimizer.create_optimizer(config, 10)
   grads = jax.tree.map(lambda x: 100 * jnp.ones_like(x), params)
   updates, _ = tx.update(grads, tx.init(params), params)
