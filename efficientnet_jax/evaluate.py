@@ -31,8 +31,11 @@ def main(argv):
     raise cli.UsageError(f'Unexpected arguments {argv[1:]}; options are --flag=value.')
   cli.quiet_libraries()
   cli.initialize_distributed()
-  from efficientnet_jax.training import evaluation  # pylint: disable=g-import-not-at-top
-  result = evaluation.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step)
+  # pylint: disable=g-import-not-at-top
+  from efficientnet_jax.training import evaluation
+  from efficientnet_jax.training import setup
+  # Resolved (the image size, unset for the model's own): evaluation hands it to the pipeline.
+  result = evaluation.evaluate_checkpoint(setup.resolve(FLAGS.config), FLAGS.workdir, FLAGS.step)
   print(json.dumps(result), flush=True)
 
 

@@ -71,7 +71,7 @@ def _train_and_evaluate(config, workdir: str, guard: checkpointing.PreemptionGua
   if not validated:
     setup_lib.validate(config, workdir)
   s = setup_lib.build(config, setup_lib.plan_for_dataset(config))
-  config = s.config  # With the plan's image size, which the input pipeline needs.
+  config = s.config  # Resolved: the input pipeline needs the concrete image size.
   plan, mesh, step_rng = s.plan, s.mesh, s.step_rng
   lr_fn = optimizer.learning_rate_schedule(config, plan.steps_per_epoch)
   checkpointer = checkpointing.for_run(config, workdir)

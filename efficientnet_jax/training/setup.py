@@ -11,7 +11,7 @@ that the step the benchmark times is the step training runs:
 Inputs are checked cheapest first (workdir, model name, optimizer, augmentation policy, batch
 against devices, then the data, then a checkpoint's shapes) so that a mistake fails in seconds,
 before the model is compiled and before anything is written. The caller's config is never
-changed: `Setup.config` is a copy with what the plan resolved (the image size).
+changed: `Setup.config` is a copy with the derived values resolved (`resolve`).
 """
 
 from __future__ import annotations
@@ -134,8 +134,7 @@ class Setup:
   run restores into `abstract_state` and never compiles the initialiser.
 
   Attributes:
-    config: a copy of the config built from, with what the plan resolved filled in
-      (`image_size`, which the input pipeline needs concrete): what the run reads from here on.
+    config: `resolve(config)` of the config built from: what the run reads from here on.
   """
   config: Any
   model: efficientnet.EfficientNet
@@ -191,10 +190,15 @@ def model_for_training(config) -> efficientnet.EfficientNet:
       config.bn_momentum, config.grad_accum_steps))
 
 
-def _resolved(config, plan: Plan):
-  """A copy of `config` with what `plan` resolved filled in; the caller's config is left alone."""
+def resolve(config):
+  """A copy of `config` with its derived values filled in; the caller's config is left alone.
+
+  The image size, unset for "the model's resolution", becomes that resolution: the input
+  pipeline needs it concrete. `build` resolves the config it is given (`Setup.config`), and so
+  does the evaluate command for the config it hands to `evaluation.evaluate_checkpoint`.
+  """
   resolved = copy.deepcopy(config)
-  resolved.image_size = plan.image_size
+  resolved.image_size = efficientnet.model_from_config(config).resolution
   return resolved
 
 
@@ -204,7 +208,7 @@ def build(config, plan: Plan) -> Setup:
   Checks nothing `validate` checks: the callers validate first. `config` is not changed;
   `Setup.config` is the copy the run reads from here on.
   """
-  config = _resolved(config, plan)
+  config = resolve(config)
   model = model_for_training(config)
   mesh = steps_lib.data_mesh()
   replicated, _ = steps_lib.shardings(mesh)

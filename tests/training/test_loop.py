@@ -158,9 +158,10 @@ def test_build_leaves_the_callers_config_as_it_was():
   model = setup.model_for_training(config)
   s = setup.build(config, setup.make_plan(config, 10, 1437, model))
   assert config.to_dict() == before and config.image_size is None
-  # The run reads a copy with what the plan resolved: the variant's resolution.
+  # The run reads a resolved copy: the image size is the variant's resolution.
   assert s.config.image_size == s.plan.image_size == model.resolution == 224
   assert s.model == model
+  assert setup.resolve(config).to_dict() == s.config.to_dict() and config.to_dict() == before
 
 
 def test_num_classes_mismatch_is_a_config_error():
