@@ -43,7 +43,7 @@ def run(config, workdir: str, hooks: Sequence = ()) -> None:
   cli.initialize_distributed()
   import jax
   from absl import logging
-  from efficientnet_jax import recipes
+  from efficientnet_jax import config as config_lib
   from efficientnet_jax.training import checkpointing
   from efficientnet_jax.training import loop
   from efficientnet_jax.training import quiet_orbax
@@ -56,7 +56,7 @@ def run(config, workdir: str, hooks: Sequence = ()) -> None:
           f'devices: {jax.local_devices()}', flush=True)
   if jax.process_index() == 0:
     print(str(config).rstrip(), flush=True)
-    print(recipes.describe(config), flush=True)
+    print(config_lib.describe_recipe(config), flush=True)
   loop.train_and_evaluate(config, workdir, hooks=hooks, validated=True)
 
 

@@ -98,8 +98,9 @@ def test_train_step_compiles_once():
 def test_gradient_accumulation_averages_micro_batch_gradients():
   # Plain SGD with LR 1 and no dropout: the update is exactly minus the mean gradient, and in
   # training BN normalises with each micro-batch's own statistics.
-  config = tiny_config(grad_accum_steps=2, optimizer='sgd', sgd_momentum=0.0, weight_decay=0.0,
+  config = tiny_config(grad_accum_steps=2, optimizer='sgd', weight_decay=0.0,
                        learning_rate=1.0, lr_base_batch_size=0, lr_schedule='constant',
+                       **{'sgd.momentum': 0.0},
                        dropout_rate=0.0, drop_path_rate=0.0, ema_decay=0.0, label_smoothing=0.0)
   s = setup.from_config(config)
   host_batch = next(pipeline.train_iterator(config, global_batch_size=config.batch_size))
