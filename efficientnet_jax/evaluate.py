@@ -33,9 +33,7 @@ def main(argv):
   cli.initialize_distributed()
   # pylint: disable=g-import-not-at-top
   from efficientnet_jax.training import evaluation
-  from efficientnet_jax.training import setup
-  # Resolved (the image size, unset for the model's own): evaluation hands it to the pipeline.
-  result = evaluation.evaluate_checkpoint(setup.resolve(FLAGS.config), FLAGS.workdir, FLAGS.step)
+  result = evaluation.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step)
   print(json.dumps(result), flush=True)
 
 

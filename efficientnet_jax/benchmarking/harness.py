@@ -40,6 +40,7 @@ import numpy as np
 from efficientnet_jax import config as config_lib
 from efficientnet_jax.benchmarking import measures
 from efficientnet_jax.errors import UsageError
+from efficientnet_jax.input import augment_policies
 from efficientnet_jax.models import efficientnet
 from efficientnet_jax.models import flops as flops_lib
 from efficientnet_jax.models import scaling
@@ -48,7 +49,9 @@ from efficientnet_jax.training import steps as steps_lib
 
 MODES = ('train', 'infer')
 DTYPES = ('bfloat16', 'float32')
-AUGMENT_POLICIES = ('autoaugment', 'randaugment')
+# The policies --augment_policy may name: every registered one that augments.
+AUGMENT_POLICIES = tuple(name for name, policy in augment_policies.AUGMENT_POLICIES.items()
+                         if policy.device_op)
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
 

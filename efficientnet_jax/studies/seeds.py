@@ -29,9 +29,8 @@ _SEED_IDENTITY = ('seed_index', 'seed')
 
 
 def count(config) -> int:
-  """`config.seeds` (1 when the config predates it), checked to be a whole number ≥ 1."""
-  value = config.get('seeds', 1)
-  value = 1 if value is None else value
+  """`config.seeds`, checked to be a whole number ≥ 1."""
+  value = config.seeds
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ValueError(f'config.seeds must be a whole number ≥ 1, got {value!r}.')
   return value
@@ -60,7 +59,8 @@ def aggregate(results: Sequence[Mapping[str, Any]], metrics: Sequence[str],
   Args:
     results: the per-seed results of one trial (each with `seed_index`).
     metrics: the metric fields to average (those absent from every result are skipped).
-    timing: wall-clock fields: averaged (a seed's typical time), no std.
+    timing: fields of the process that ran a seed (wall-clock, the environment): kept per seed;
+      the numeric ones also averaged (a seed's typical time), no std.
 
   Returns:
     The shared fields of the results, each metric's mean and `<metric>_std`, `seeds` (the
@@ -71,7 +71,8 @@ def aggregate(results: Sequence[Mapping[str, Any]], metrics: Sequence[str],
   record = {k: v for k, v in results[0].items() if k not in own}
   for metric in (m for m in metrics if any(m in r for r in results)):
     record[metric], record[metric + STD_SUFFIX] = mean_std([r.get(metric) for r in results])
-  for field in (f for f in timing if all(r.get(f) is not None for r in results)):
+  for field in (f for f in timing
+                if all(isinstance(r.get(f), (int, float)) for r in results)):
     record[field] = round(statistics.fmean(r[field] for r in results), 1)
   record['seeds'] = [r['seed'] for r in results]
   record[PER_SEED] = [{k: r[k] for k in r if k in own} for r in results]

@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import platform
 import shlex
 import sys
 import time
@@ -42,9 +43,11 @@ from efficientnet_jax.studies import seeds as seeds_lib
 FLAGS = flags.FLAGS
 RESULT_FILE = 'result.json'
 RESULTS_FILE = 'results.json'
-# Wall-clock fields: they differ between a sequential and a distributed run of the same trials,
-# so they are left out when results are compared (see `without_timing`).
-TIMING_FIELDS = ('train_seconds',)
+# Fields of the process that ran a seed: its wall-clock, and its environment (JAX, the device,
+# XLA_FLAGS: what a result's bits also depend on, recorded so that two results of one identity
+# that differ can be traced). They differ between a sequential and a distributed run of the same
+# trials, so they are left out when results are compared (see `without_timing`).
+TIMING_FIELDS = ('train_seconds', 'environment')
 # What a trial computes from its config, beyond the config: bump it with every change that makes
 # the same config give other numbers (a new default in the code, another data order, other
 # floating-point arithmetic). It is part of every trial's identity, so results computed before the
@@ -106,7 +109,7 @@ def planned_record(trial: Trial, config, seed_index: int = 0) -> dict[str, Any]:
   return {'trial': trial.id, **dataclasses.asdict(trial.point), **trial.record,
           'results_version': RESULTS_VERSION, 'computation_version': COMPUTATION_VERSION,
           'train_config_hash': config_hash(config.train),
-          'recal_batches': int(config.get('recalibrate_bn_batches') or 0),
+          'recal_batches': int(config.recalibrate_bn_batches),
           'seed_index': seed_index, 'seed': seeds_lib.training_seed(config, seed_index)}
 
 
@@ -196,9 +199,35 @@ def run_trial(workdir: str, trial: Trial, config, seed_index: int = 0) -> dict[s
     recal = recalibration.checkpoint_metrics(train_config, directory, num_batches=recal_batches)
     result.update({f'recal_{k}': recal.get(k) for k in _METRICS})
   result['train_seconds'] = round(time.time() - start, 1)
+  result['environment'] = environment()
   if jax.process_index() == 0:
     _write_json(os.path.join(directory, RESULT_FILE), result)
   return result
+
+
+def environment() -> dict[str, Any]:
+  """What else a seed's numbers depend on: JAX and XLA's versions and flags, the device, the CPU.
+
+  XLA compiles for the host CPU (and its flags change the arithmetic), so the same config and
+  code give other bits on another machine or under other `XLA_FLAGS`; over a long run those
+  differences grow into other final figures. Not part of a trial's identity (a sweep may run its
+  trials on several machines), but kept with each result.
+  """
+  # pylint: disable-next=g-import-not-at-top  (`--list`/`--merge` never import JAX)
+  import jax
+  import jaxlib
+  device = jax.devices()[0]
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')),
+                 cpu)
+  except OSError:
+    pass
+  return {'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'platform': device.platform,
+          'device_kind': device.device_kind, 'devices': jax.device_count(),
+          'processes': jax.process_count(), 'cpu': cpu, 'cpu_count': os.cpu_count(),
+          'xla_flags': os.environ.get('XLA_FLAGS', '')}
 
 
 def items(trials: Sequence[Trial], config) -> list[tuple[Trial, int]]:
@@ -236,7 +265,7 @@ def _metric_fields(results: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def without_timing(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-  """Results minus wall-clock fields: what must agree between any two runs of the same trials.
+  """Results minus `TIMING_FIELDS`: what must agree between any two runs of the same trials.
 
   The fields go from each record and from each of its seeds (`per_seed`).
   """
@@ -292,7 +321,7 @@ def apply_runtime_settings(config, workdir: str) -> None:
   from efficientnet_jax.training import quiet_orbax
   quiet_orbax.install(checkpointing.is_write_failure)
   compile_cache.set_backend_optimization_level(config.train.xla_backend_optimization_level)
-  compile_cache.enable(config.train.get('compilation_cache_dir') or
+  compile_cache.enable(config.train.compilation_cache_dir or
                        os.path.join(workdir, 'xla_cache'))
 
 

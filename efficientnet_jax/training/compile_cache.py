@@ -55,13 +55,6 @@ def set_backend_optimization_level(level: int | None) -> None:
   os.environ['XLA_FLAGS'] = f'{current} {flag}={int(level)}'.strip()
 
 
-def entries(cache_dir: str) -> list[str]:
-  """The cached executables' file names in `cache_dir` (empty if the directory is missing)."""
-  if not os.path.isdir(cache_dir):
-    return []
-  return sorted(name for name in os.listdir(cache_dir) if not name.startswith('.'))
-
-
 _HIT_EVENT = '/jax/compilation_cache/cache_hits'
 _MISS_EVENT = '/jax/compilation_cache/cache_misses'
 

@@ -67,7 +67,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, *,
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f'--workdir {workdir} does not exist.')
   s = setup_lib.from_config(config)
-  checkpointer = checkpointing.for_run(config, workdir, create=False)
+  checkpointer = checkpointing.for_run(s.config, workdir, create=False)
   try:
     state, _, restored_step = checkpointer.restore(s.abstract_state, step)
   finally:
@@ -75,6 +75,6 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, *,
   if transform is not None:
     state = transform(s, state)
   metrics = {k.removeprefix('eval_'): v
-             for k, v in evaluate(config, state, s.eval_step, s.mesh).items()}
+             for k, v in evaluate(s.config, state, s.eval_step, s.mesh).items()}
   return {'step': restored_step, **{k: metrics.get(k) for k in RESULT_KEYS},
           **{k: v for k, v in metrics.items() if k not in RESULT_KEYS}}

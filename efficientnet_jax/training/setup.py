@@ -194,8 +194,8 @@ def resolve(config):
   """A copy of `config` with its derived values filled in; the caller's config is left alone.
 
   The image size, unset for "the model's resolution", becomes that resolution: the input
-  pipeline needs it concrete. `build` resolves the config it is given (`Setup.config`), and so
-  does the evaluate command for the config it hands to `evaluation.evaluate_checkpoint`.
+  pipeline needs it concrete. `build` and `from_config` resolve the config they are given
+  (`Setup.config`).
   """
   resolved = copy.deepcopy(config)
   resolved.image_size = efficientnet.model_from_config(config).resolution
@@ -226,7 +226,11 @@ def build(config, plan: Plan) -> Setup:
 
 
 def from_config(config) -> Setup:
-  """`build(config, plan_for_dataset(config))`: what training and evaluation start from."""
+  """`build(config, plan_for_dataset(config))`: what training and evaluation start from.
+
+  Works on `resolve(config)`; the caller's config is left alone.
+  """
+  config = resolve(config)
   validate(config)  # A mistake fails in seconds, before TensorFlow loads.
   return build(config, plan_for_dataset(config))
 

@@ -137,7 +137,7 @@ def test_cli_runs_a_tiny_train_step_without_tensorflow_and_caches_it(tmp_path):
   assert result['device_kind'] == 'cpu' and result['mfu'] is None  # No peak for CPUs.
   # The persistent compilation cache got the step (and the initialiser).
   assert result['compile_cache_misses'] > 0
-  assert compile_cache.entries(str(cache))
+  assert [name for name in os.listdir(cache) if not name.startswith('.')]
 
 
 def test_imports_and_builds_its_recipe_without_tensorflow_or_ml_collections():

@@ -171,17 +171,13 @@ def test_two_seed_sweep_resumes_and_merges_whatever_ran_where(tmp_path):
     sweep.merge(apart, trials, changed)
 
 
-def test_single_seed_results_written_before_seeds_existed_are_seed_zero(tmp_path):
+def test_raising_the_seeds_reuses_a_finished_single_seed_trial_as_seed_zero(tmp_path):
   config, trial = _config(1), _trials()[0]
-  legacy = sweep.planned_record(trial, config)
-  for key in ('seed_index', 'seed'):
-    del legacy[key]  # What results carried before seeds existed.
   path = os.path.join(sweep.trial_dir(str(tmp_path), trial.id), sweep.RESULT_FILE)
-  sweep._write_json(path, {**legacy, 'top1': 0.75, 'train_seconds': 3.0})
-  assert sweep.load_result(str(tmp_path), trial, config)['seed'] == 0
+  sweep._write_json(path, {**sweep.planned_record(trial, config), 'top1': 0.75,
+                           'train_seconds': 3.0})
   [record] = sweep.merge(str(tmp_path), [trial], config)
   assert record['top1'] == 0.75 and record['top1_std'] is None and record['seeds'] == [0]
-  # Raising the seeds reuses it as seed index 0 and waits for the new seed only.
   more = _config(2)
   assert sweep.load_result(str(tmp_path), trial, more)['top1'] == 0.75
   assert sweep.unfinished(str(tmp_path), [trial], more) == [(0, 1)]
