@@ -188,6 +188,8 @@ def flag_error_message(error: BaseException, argv: list[str]) -> str:
     # override flag that holds it and suggest from the schema.
     key = _unknown_override(argv, chain)
     close = config_lib.closest_key(key.removeprefix(_NESTED_TRAIN)) if key else None
+    if close and key.startswith(_NESTED_TRAIN):
+      close = _NESTED_TRAIN + close
     hint = (f'did you mean {close!r}?' if close else
             'the keys are those of efficientnet_jax/schema.py and the config file.')
     shown = key if key else root.strip('\'"')
