@@ -99,8 +99,8 @@ KEYS: tuple[Key, ...] = (
     _K('crop_padding', int, 32, "Eval centre crop: image_size / (image_size + crop_padding)."),
     _K('jpeg_dct_scaling', bool, False, 'Decode large JPEG crops at a reduced DCT scale (a few '
        'levels from the recipe\'s pixels; faster on large photos).'),
-    _K('source_detail', float, 0.0, 'Digits only: area-reduce each image to source_detail · '
-       'image_size pixels a side first (0: as stored).'),
+    _K('source_side', int, None, 'Digits only: area-reduce each image to this many pixels a side '
+       'before preprocessing (never enlarged); unset: as stored.', optional=True),
     _K('shuffle_buffer', int, 16_384, 'Examples in the train shuffle buffer.', changes=RUN),
     _K('bad_image_policy', str, 'fail', 'An undecodable image: fail, or skip it.', changes=RUN),
     _K('data_service_address', str, None, 'tf.data service dispatcher (grpc://HOST:PORT) running '

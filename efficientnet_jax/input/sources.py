@@ -111,20 +111,22 @@ def _reduced_digits(split: str, side: int) -> IndexedSource:
   return dataclasses.replace(digits, images=images)
 
 
-def detail_side(config) -> int | None:
-  """The side the source images are reduced to (`config.source_detail`), or None: as stored."""
-  detail = config.source_detail
-  if not detail:
+def source_side(config) -> int | None:
+  """The side the digits are area-reduced to (`config.source_side`), or None: as stored.
+
+  Raises:
+    ConfigError: a side below 1, or another dataset than the digits.
+  """
+  side = config.source_side
+  if side is None:
     return None
-  if not 0.0 < detail <= 1.0:
-    raise errors.ConfigError(f'config.source_detail must be in (0, 1] (a fraction of image_size) '
-                             f'or 0 (the images as stored), not {detail!r}.')
+  if side < 1:
+    raise errors.ConfigError(f'config.source_side must be at least 1 pixel, or none (the images '
+                             f'as stored), not {side!r}.')
   if config.dataset != 'digits':
-    raise errors.ConfigError(f'config.source_detail works on the in-memory digits only, not '
-                             f'dataset {config.dataset!r}; set --config.source_detail=0.')
-  if not isinstance(config.image_size, int):
-    return None  # Sizes only (`dataset_info`, before training's plan has resolved image_size).
-  return max(1, round(detail * config.image_size))
+    raise errors.ConfigError(f'config.source_side works on the in-memory digits only, not '
+                             f'dataset {config.dataset!r}; set --config.source_side=none.')
+  return side
 
 
 def _check_image_file(path: str) -> str | None:
@@ -227,10 +229,10 @@ def _tfds_builder(name: str, data_dir: str | None, manual_dir: str | None):
 def source(config, split: str) -> IndexedSource | Any:
   """An `IndexedSource` for digits/folder, or a TFDS builder.
 
-  With `config.source_detail` set, the digits are area-reduced to `detail_side(config)` pixels a
-  side (the resize to `image_size` then interpolates what is left).
+  With `config.source_side` set, the digits are area-reduced to that many pixels a side (the
+  resize to `image_size` then interpolates what is left).
   """
-  side = detail_side(config)
+  side = source_side(config)
   if config.dataset == 'digits':
     digits = _digits(split)
     if side is not None and side < digits.images.shape[1]:

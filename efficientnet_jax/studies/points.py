@@ -79,11 +79,26 @@ def scaled_point(base: Baseline, width: float = 1.0, depth: float = 1.0,
   return Point(base.width * width, base.depth * depth, side).rounded()
 
 
-def with_point(train_config, point: Point):
-  """A copy of the training config that builds `point` (explicit width/depth/size, no φ)."""
+def with_point(train_config, point: Point, source_detail: float = 0.0):
+  """A copy of the training config that builds `point` (explicit width/depth/size, no φ).
+
+  Args:
+    train_config: the study's training config.
+    point: the trial's model size.
+    source_detail: the study's `source_detail`: 0, or the fraction of the trial's resolution the
+      digits are area-reduced to first (`train.source_side`, at least 1 pixel).
+
+  Raises:
+    ValueError: a `source_detail` outside [0, 1].
+  """
+  if not 0.0 <= source_detail <= 1.0:
+    raise ValueError(f'config.source_detail must be in [0, 1] (a fraction of the trial\'s '
+                     f'resolution; 0: the images as stored), not {source_detail!r}.')
   c = train_config.copy_and_resolve_references()
   c.phi = None
   c.width, c.depth, c.image_size = float(point.width), float(point.depth), int(point.resolution)
+  if source_detail:
+    c.source_side = max(1, round(source_detail * point.resolution))
   return c
 
 

@@ -8,7 +8,9 @@ An experiment config is a ConfigDict with
   metric    the result field that ranks trials ('top1', 'recal_top1', 'ema_top1', …);
   seeds     how many times each trial trains, seed index S with `train.seed + S` (default 1;
             results then report each metric's mean and sample std over the seeds: `seeds.py`);
-  recalibrate_bn_batches   0, or the batches to re-estimate BN statistics on before a 2nd eval.
+  recalibrate_bn_batches   0, or the batches to re-estimate BN statistics on before a 2nd eval;
+  source_detail   0, or the fraction of each trial's resolution the digits are area-reduced to
+            first (`:detail`; each trial's `train.source_side`, `points.with_point`).
 XLA's optimisation level is the training config's (`train.xla_backend_optimization_level`), so
 that it is part of a trial's identity.
 The search, curves and width-by-depth-and-resolution configs add their own section
@@ -34,6 +36,7 @@ def experiment(train, baseline: dict, **extra) -> ml_collections.ConfigDict:
   # Training batches (of 64) to re-estimate BN statistics on before a second eval (`recal_*`
   # fields); 0: off. Short proxy runs may need it (`recalibration`).
   c.recalibrate_bn_batches = 0
+  c.source_detail = 0.0
   for key, value in extra.items():
     c[key] = value
   return c
@@ -94,7 +97,7 @@ def digits_experiment(short: bool = False) -> ml_collections.ConfigDict:
 
 
 # `:detail`: each trial sees the digits area-reduced to a quarter of its input resolution
-# (`source_detail`): the 24-px baseline 6×6, 28 px 7×7, 32 px and up the stored 8×8. On the
+# (`source_detail`, each trial's `train.source_side`): the 24-px baseline 6×6, 28 px 7×7, 32 px and up the stored 8×8. On the
 # stored digits a larger input is the same 64 pixels upsampled, only more compute; with this,
 # raising the resolution also shows the network detail it could not see, the paper's premise.
 DIGITS_DETAIL = 0.25
@@ -108,7 +111,7 @@ def digits_config_arg(c: ml_collections.ConfigDict, arg: str | None) -> None:
   if arg == 'tiny':
     apply_tiny(c)
   elif arg == 'detail':
-    c.train.source_detail = DIGITS_DETAIL
+    c.source_detail = DIGITS_DETAIL
   elif arg not in (None, '', 'short'):
     raise ValueError(f"Unknown config arg {arg!r}; the args are 'short', 'detail' and 'tiny'.")
 

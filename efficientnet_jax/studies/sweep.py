@@ -100,15 +100,20 @@ def config_hash(train_config) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def trial_config(trial: Trial, config):
+  """The training config a trial trains: the study's, at the trial's point (`points.with_point`)."""
+  return points_lib.with_point(config.train, trial.point, config.source_detail)
+
+
 def planned_record(trial: Trial, config, seed_index: int = 0) -> dict[str, Any]:
   """The deterministic part of a seed's result: identity, size, measured cost, how evaluated.
 
-  `train_config_hash` is the experiment's training config's (the seeds share it); `seed` is the
-  training seed this seed index trains with.
+  `train_config_hash` is the identity of the trial's own training config (`trial_config`; its
+  seeds share it); `seed` is the training seed this seed index trains with.
   """
   return {'trial': trial.id, **dataclasses.asdict(trial.point), **trial.record,
           'results_version': RESULTS_VERSION, 'computation_version': COMPUTATION_VERSION,
-          'train_config_hash': config_hash(config.train),
+          'train_config_hash': config_hash(trial_config(trial, config)),
           'recal_batches': int(config.recalibrate_bn_batches),
           'seed_index': seed_index, 'seed': seeds_lib.training_seed(config, seed_index)}
 
@@ -176,7 +181,7 @@ def run_trial(workdir: str, trial: Trial, config, seed_index: int = 0) -> dict[s
   from efficientnet_jax.training import setup
 
   directory = trial_dir(workdir, trial.id, seed_index)
-  train_config = points_lib.with_point(config.train, trial.point)
+  train_config = trial_config(trial, config)
   train_config.seed = seeds_lib.training_seed(config, seed_index)
   start = time.time()
   metrics = loop.train_and_evaluate(train_config, directory)

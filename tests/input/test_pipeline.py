@@ -107,30 +107,29 @@ def test_digits_eval_covers_every_example_once():
                           whole)
 
 
-def test_source_detail_area_reduces_the_digits_to_a_fraction_of_the_input():
+def test_source_side_area_reduces_the_digits():
   stored = sources.source(_config(image_size=24), 'test').images
-  for image_size, side in ((24, 6), (28, 7), (32, 8), (40, 8)):  # Never enlarged past 8×8.
-    images = sources.source(_config(image_size=image_size, source_detail=0.25), 'test').images
-    assert images.shape == (360, side, side, 1) and images.dtype == np.uint8
-  reduced = sources.source(_config(image_size=16, source_detail=0.25), 'test').images
+  for side, expected in ((6, 6), (7, 7), (8, 8), (12, 8)):  # Never enlarged past 8×8.
+    images = sources.source(_config(image_size=24, source_side=side), 'test').images
+    assert images.shape == (360, expected, expected, 1) and images.dtype == np.uint8
+  reduced = sources.source(_config(image_size=16, source_side=4), 'test').images
   # 8×8 → 4×4 is exact 2×2 means: the area reduction keeps each block's average.
   blocks = stored.reshape(360, 4, 2, 4, 2, 1).astype(np.float64).mean(axis=(2, 4))
   np.testing.assert_allclose(reduced, blocks, atol=0.5)
-  assert sources.dataset_info(_config(image_size=None, source_detail=0.25)).num_train_examples \
-      == 1437
+  assert sources.dataset_info(_config(image_size=None, source_side=6)).num_train_examples == 1437
   # The batches carry the reduced detail: at 24 px they differ from the stored digits' and,
   # resized up, keep the input size.
-  detail, plain = (next(pipeline.eval_iterator(_config(image_size=24, source_detail=d),
-                                               global_batch_size=64)) for d in (0.25, 0.0))
+  detail, plain = (next(pipeline.eval_iterator(_config(image_size=24, source_side=side),
+                                               global_batch_size=64)) for side in (6, None))
   assert detail['image'].shape == plain['image'].shape == (64, 24, 24, 3)
   assert np.abs(detail['image'] - plain['image']).mean() > 0.05
 
 
 @pytest.mark.parametrize('overrides, message', [
-    (dict(source_detail=1.5), r'must be in \(0, 1\]'),
-    (dict(source_detail=0.25, dataset='folder', data_dir='x'), 'digits only'),
+    (dict(source_side=0), 'at least 1 pixel'),
+    (dict(source_side=6, dataset='folder', data_dir='x'), 'digits only'),
 ])
-def test_source_detail_refuses_what_it_cannot_do(overrides, message):
+def test_source_side_refuses_what_it_cannot_do(overrides, message):
   with pytest.raises(errors.ConfigError, match=message):
     sources.source(_config(**overrides), 'train')
 

@@ -122,7 +122,7 @@ def test_a_trials_identity_is_every_key_its_numbers_depend_on_and_the_version(mo
   # RUN keys count (other draws or other bits), as do RECIPE keys; NOTHING keys do not.
   for key, value in (('seed', 1), ('augment.on_device', True), ('depthwise_impl', 'shift'),
                      ('xla_backend_optimization_level', None), ('eval_batch_size', 180),
-                     ('jpeg_dct_scaling', True), ('source_detail', proxies.DIGITS_DETAIL),
+                     ('jpeg_dct_scaling', True), ('source_side', 6),
                      ('learning_rate', 0.02)):
     train = digits_search.get_config('short').train
     group, _, name = key.rpartition('.')
@@ -133,6 +133,11 @@ def test_a_trials_identity_is_every_key_its_numbers_depend_on_and_the_version(mo
     train = digits_search.get_config('short').train
     train[key] = value
     assert sweep.config_hash(train) == identity, key
+  # A trial's record carries its own config's identity: the study's `:detail` counts.
+  trial = sweep.Trial(0, points.Point(0.5, 0.25, 24), {})
+  plain, detail = (sweep.planned_record(trial, digits_search.get_config(arg))['train_config_hash']
+                   for arg in (None, 'detail'))
+  assert plain != detail
   # The code's computation version is part of it.
   monkeypatch.setattr(sweep, 'COMPUTATION_VERSION', sweep.COMPUTATION_VERSION + 1)
   assert sweep.config_hash(digits_search.get_config('short').train) != identity
@@ -157,10 +162,15 @@ def test_digits_configs_take_short_or_tiny_and_name_both_otherwise():
   assert digits_search.get_config('short').train.total_steps == proxies.DIGITS_SHORT_STEPS
   assert digits_search.get_config('short').train.xla_backend_optimization_level == 0
   assert digits_curves.get_config('tiny').train.total_steps == 2
-  assert digits_curves.get_config().train.source_detail == 0.0
+  assert digits_curves.get_config().source_detail == 0.0
   detail = digits_width_by_depth_res.get_config('detail')
-  assert detail.train.source_detail == proxies.DIGITS_DETAIL
+  assert detail.source_detail == proxies.DIGITS_DETAIL and detail.train.source_side is None
   assert detail.train.total_steps == proxies.DIGITS_STEPS
+  # Each trial's training config: the digits reduced to a quarter of its resolution.
+  for resolution, side in ((24, 6), (28, 7), (32, 8)):
+    point = points.Point(0.5, 0.25, resolution)
+    assert points.with_point(detail.train, point, detail.source_detail).source_side == side
+    assert points.with_point(detail.train, point).source_side is None
   with pytest.raises(ValueError, match="'short', 'detail' and 'tiny'"):
     digits_curves.get_config('long')
 
