@@ -46,12 +46,12 @@ def peak_learning_rate(config: ml_collections.ConfigDict) -> float:
   """The peak learning rate: `learning_rate` scaled linearly with the global batch size.
 
   Args:
-    config: needs `learning_rate`, `batch_size`, `lr_base_batch_size` (0 or None: no scaling).
+    config: needs `learning_rate`, `batch_size`, `lr_base_batch_size` (0: no scaling).
 
   Returns:
     `learning_rate · batch_size / lr_base_batch_size` (0.016 · 4096 / 256 = 0.256).
   """
-  base = config.get('lr_base_batch_size')
+  base = config.lr_base_batch_size
   if not base:
     return float(config.learning_rate)
   return float(config.learning_rate) * config.batch_size / base
@@ -83,7 +83,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   _check_schedule_name(config.lr_schedule)
   peak = peak_learning_rate(config)
   # TF: warmup_steps = int(warmup_epochs * steps_per_epoch); decay_steps stays fractional.
-  warmup_steps = int((config.get('warmup_epochs') or 0) * steps_per_epoch)
+  warmup_steps = int(config.warmup_epochs * steps_per_epoch)
   kind = config.lr_schedule
 
   if kind == 'exponential':
@@ -92,7 +92,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
                                    decay_rate=config.lr_decay_factor, staircase=True)
   elif kind == 'cosine':
     # Same derivation as the training plan's, so the cosine reaches 0 exactly on the last step.
-    total_steps = config.get('total_steps') or int(round(config.num_epochs * steps_per_epoch))
+    total_steps = config.total_steps or int(round(config.num_epochs * steps_per_epoch))
     if total_steps <= warmup_steps:
       raise ValueError(f'total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps}).')
     cosine = optax.cosine_decay_schedule(peak, decay_steps=total_steps - warmup_steps)
@@ -185,8 +185,8 @@ def create_optimizer(config: ml_collections.ConfigDict,
   """
   check_names(config)
   schedule = learning_rate_schedule(config, steps_per_epoch)
-  weight_decay = config.get('weight_decay') or 0.0
-  clip_norm = config.get('grad_clip_norm')
+  weight_decay = config.weight_decay
+  clip_norm = config.grad_clip_norm
   clip = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
   name = config.optimizer
   args = config[name]  # The optimizer's own group of hyperparameters.

@@ -122,7 +122,7 @@ def tf1_rmsprop(params, grads_per_step, lrs, decay=0.9, momentum=0.9, eps=1e-3):
 
 def test_rmsprop_matches_tf1_with_changing_lr():
   # 2 steps per epoch, warmup 1 epoch, LR halves every step: the LR changes on every update.
-  config = make_config(weight_decay=0.0, lr_base_batch_size=None, learning_rate=0.5,
+  config = make_config(weight_decay=0.0, lr_base_batch_size=0, learning_rate=0.5,
                        warmup_epochs=1.0, lr_decay_epochs=0.5, lr_decay_factor=0.5)
   schedule = optimizer.learning_rate_schedule(config, steps_per_epoch=2)
   num_steps = 7
@@ -178,7 +178,7 @@ def _l2_loss(params, weight_decay):
 def test_weight_decay_equals_l2_loss(name):
   params, wd = _toy_params(), 1e-5
   common = dict(optimizer=name, warmup_epochs=0.0, lr_schedule='constant', learning_rate=0.1,
-                lr_base_batch_size=None)
+                lr_base_batch_size=0)
   with_decay = optimizer.create_optimizer(make_config(weight_decay=wd, **common), 10)
   no_decay = optimizer.create_optimizer(make_config(weight_decay=0.0, **common), 10)
   grads = jax.grad(_toy_loss)(params)
@@ -196,7 +196,7 @@ def test_weight_decay_equals_l2_loss(name):
 def test_adamw_decay_skips_bn():
   params = _toy_params()
   config = make_config(optimizer='adamw', weight_decay=0.1, warmup_epochs=0.0,
-                       lr_schedule='constant', learning_rate=0.01, lr_base_batch_size=None)
+                       lr_schedule='constant', learning_rate=0.01, lr_base_batch_size=0)
   tx = optimizer.create_optimizer(config, 10)
   zeros = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(zeros, tx.init(params), params)
