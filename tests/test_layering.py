@@ -208,7 +208,8 @@ from efficientnet_jax.benchmarking import harness, measures
 from efficientnet_jax.input import device_augment
 from efficientnet_jax.models import efficientnet, flops, layers, scaling
 from efficientnet_jax.training import (checkpointing, compile_cache, evaluation, hooks, loop,
-                                       metric_writers, optimizer, setup, state, steps, warm_start)
+                                       metric_writers, optimizer, preemption, setup, state, steps,
+                                       warm_start)
 from efficientnet_jax.weights import pretrained
 c = config.get_config('b0', 'smoke')
 model = efficientnet.model_from_config(c)

@@ -6,8 +6,9 @@
   state.py           `TrainState`
   optimizer.py       optax chain, learning-rate schedule, weight-decay mask, EMA
   evaluation.py      one pass over the eval split; restore-and-evaluate a checkpoint
-  checkpointing.py   orbax CheckpointManager, damaged-checkpoint fallback, preemption signals,
-                     a failed write as one error
+  checkpointing.py   orbax CheckpointManager, damaged-checkpoint fallback, a failed write as
+                     one error
+  preemption.py      SIGTERM/SIGINT → a stop step all processes agree on
   quiet_orbax.py     keeps the libraries' duplicate reports of a failed write off the console
   metric_writers.py  TensorBoard + JSONL + the progress line
   warm_start.py      `config.init_from`

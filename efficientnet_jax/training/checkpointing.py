@@ -1,4 +1,4 @@
-"""Checkpoints: one orbax CheckpointManager behind restore / save, and preemption signals.
+"""Checkpoints: one orbax CheckpointManager behind restore / save.
 
 Orbax writes each step into a temporary directory (`<step>.orbax-checkpoint-tmp`) and renames it
 when complete, so a killed write never looks finished; a training run removes such leftovers when
@@ -17,8 +17,6 @@ import contextlib
 import errno
 import os
 import re
-import signal
-import threading
 import time
 from typing import Any, Iterator
 
@@ -26,7 +24,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
-from jax.experimental import multihost_utils
 
 from efficientnet_jax.errors import CheckpointWriteError, IncompatibleCheckpointError
 
@@ -277,37 +274,3 @@ def _as_shapes(tree: Any) -> Any:
   """Orbax metadata leaves expose .shape; keep only leaves that do."""
   return jax.tree.map(lambda m: np.empty(0) if not hasattr(m, 'shape') else m, tree,
                       is_leaf=lambda m: hasattr(m, 'shape'))
-
-
-class PreemptionGuard:
-  """Turns SIGTERM/SIGINT into a request to checkpoint and stop at the next step boundary.
-
-  On several processes the decision is agreed (any process signalled → all stop at the same
-  step), so the final checkpoint is written collectively.
-  """
-
-  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
-    self._event = threading.Event()
-    self._previous = {}
-    self.received: str | None = None  # The name of the first signal received.
-    if threading.current_thread() is threading.main_thread():
-      for sig in signals:
-        self._previous[sig] = signal.signal(sig, self._handle)
-
-  def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    name = signal.Signals(signum).name
-    self.received = self.received or name
-    logging.warning('Received %s: saving a checkpoint at the next step boundary.', name)
-    self._event.set()
-
-  def should_stop(self) -> bool:
-    """True on every process once any process has been signalled."""
-    local = self._event.is_set()
-    if jax.process_count() == 1:
-      return local
-    flags = multihost_utils.process_allgather(np.array([int(local)]))
-    return bool(np.any(flags))
-
-  def restore_handlers(self) -> None:
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)

@@ -27,6 +27,7 @@ from efficientnet_jax.training import evaluation
 from efficientnet_jax.training import hooks as hooks_lib
 from efficientnet_jax.training import metric_writers
 from efficientnet_jax.training import optimizer
+from efficientnet_jax.training import preemption
 from efficientnet_jax.training import setup as setup_lib
 from efficientnet_jax.training import steps as steps_lib
 from efficientnet_jax.training import warm_start
@@ -59,14 +60,14 @@ def train_and_evaluate(config, workdir: str, hooks: Sequence[hooks_lib.StepHook]
   Raises:
     DivergenceError: a NaN/Inf step while `config.skip_nonfinite_steps` is off.
   """
-  guard = checkpointing.PreemptionGuard()
+  guard = preemption.PreemptionGuard()
   try:
     return _train_and_evaluate(config, workdir, guard, hooks, validated)
   finally:
     guard.restore_handlers()
 
 
-def _train_and_evaluate(config, workdir: str, guard: checkpointing.PreemptionGuard,
+def _train_and_evaluate(config, workdir: str, guard: preemption.PreemptionGuard,
                         hooks: Sequence[hooks_lib.StepHook], validated: bool) -> dict[str, float]:
   if not validated:
     setup_lib.validate(config, workdir)
