@@ -41,42 +41,30 @@ def quiet_libraries() -> None:
 
 
 def define_distributed_flags() -> None:
-  """The flags of a multi-process run started by hand (`main` and `evaluate`)."""
+  """The flags of a multi-process run (`main`, `evaluate`, the experiment scripts)."""
   flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0, for a run started '
-                      'by hand; omit to auto-detect a TPU pod or cluster.')
+                      'by hand; omit on SLURM (srun), Open MPI, a TPU pod or Kubernetes, where '
+                      'jax detects the run.')
   flags.DEFINE_integer('num_processes', None, 'Number of processes (with coordinator_address).')
   flags.DEFINE_integer('process_id', None, 'This process index (with coordinator_address).')
+  flags.DEFINE_string('local_device_ids', None, 'The devices this process drives in a '
+                      'multi-process run: "all" or indices "0,1". Default: all it sees when it '
+                      'is alone on its node, else the GPU of its local rank.')
 
 
 def initialize_distributed() -> None:
-  """Joins a multi-process run: explicit flags, else jax's auto-detection, else one process."""
-  import jax  # pylint: disable=g-import-not-at-top
-  if FLAGS.coordinator_address:
-    if FLAGS.num_processes is None or FLAGS.process_id is None:
-      raise UsageError('--coordinator_address needs --num_processes and --process_id too.')
-    if not 0 <= FLAGS.process_id < FLAGS.num_processes:
-      raise UsageError(f'--process_id={FLAGS.process_id} must be in [0, '
-                       f'{FLAGS.num_processes}).')
-    # Collectives between CPU processes need an implementation (gloo is jax 0.10's default;
-    # older releases had none, and a multi-process CPU run would hang or fail at the first one).
-    if not jax.config.jax_cpu_collectives_implementation:
-      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
-                               process_id=FLAGS.process_id)
-  elif _cluster_detected():
-    jax.distributed.initialize()
-  if jax.process_count() > 1 and jax.default_backend() == 'cpu':
+  """Joins a multi-process run (`distributed.py`: flags, else jax's detection, else one process)."""
+  # pylint: disable=g-import-not-at-top
+  from efficientnet_jax import distributed
+  member = distributed.membership(FLAGS.coordinator_address, FLAGS.num_processes,
+                                  FLAGS.process_id, FLAGS.local_device_ids)
+  distributed.start(member)
+  import jax
+  if member is not None and jax.default_backend() == 'cpu':
     # On CPU the persistent compilation cache keys differ per process and only process 0 writes
     # entries, so with a warm cache process 0 reaches the first collective minutes before the
     # others, and gloo gives a late peer 30 s. Compiling everywhere keeps the processes in step.
     jax.config.update('jax_enable_compilation_cache', False)
-
-
-def _cluster_detected() -> bool:
-  """Environment markers of the clusters jax.distributed.initialize() can auto-detect."""
-  markers = ('SLURM_JOB_ID', 'OMPI_MCA_orte_hnp_uri', 'TPU_WORKER_HOSTNAMES',
-             'MEGASCALE_COORDINATOR_ADDRESS', 'JAX_COORDINATOR_ADDRESS')
-  return any(m in os.environ for m in markers)
 
 
 # Errors that are the user's input, not a bug: shown as one line, exit code 2. An exception
@@ -86,15 +74,15 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     IsADirectoryError)
 
 
-def fail(message: str, exit_code: int = USAGE_EXIT_CODE, *, immediately: bool = False
-         ) -> NoReturn:
-  """Prints `error: message` as one line on stderr and exits.
+def fail(message: str, exit_code: int = USAGE_EXIT_CODE, *, immediately: bool = False,
+         label: str = 'error') -> NoReturn:
+  """Prints `error: message` (or `LABEL: message`) as one line on stderr and exits.
 
   With `immediately`, exits without waiting for other threads (`os._exit`, after flushing): a
   library's stuck background threads must not hold the process (`errors.CheckpointWriteError`).
   """
   logging.flush()
-  print(f'error: {" ".join(message.split())}', file=sys.stderr, flush=True)
+  print(f'{label}: {" ".join(message.split())}', file=sys.stderr, flush=True)
   if immediately:
     sys.stdout.flush()
     os._exit(exit_code)  # pylint: disable=protected-access
@@ -113,7 +101,8 @@ def run(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
       if exit_code is None or os.environ.get(TRACEBACK_ENV):
         raise
       message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-      fail(message, exit_code, immediately=getattr(e, 'exit_immediately', False))
+      fail(message, exit_code, immediately=getattr(e, 'exit_immediately', False),
+           label=getattr(e, 'label', 'error'))
   return wrapped
 
 

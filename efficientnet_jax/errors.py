@@ -11,7 +11,9 @@ from __future__ import annotations
 USAGE_EXIT_CODE = 2
 DIVERGED_EXIT_CODE = 3
 CHECKPOINT_WRITE_EXIT_CODE = 4
-TRIAL_INTERRUPTED_EXIT_CODE = 75  # sysexits.h EX_TEMPFAIL: try again.
+# sysexits.h EX_TEMPFAIL, "try again": stopped early with the work so far on disk; the same
+# command resumes. What a scheduler's requeue rule keys on.
+RETRY_EXIT_CODE = 75
 
 
 class UsageError(ValueError):
@@ -47,7 +49,12 @@ class CheckpointWriteError(RuntimeError):
   exit_immediately = True
 
 
-class TrialInterrupted(RuntimeError):
-  """A scaling-study trial stopped before its last step (preempted); rerunning resumes it."""
+class Preempted(RuntimeError):
+  """Training stopped early on SIGTERM/SIGINT with its checkpoint on disk; rerunning resumes it.
 
-  exit_code = TRIAL_INTERRUPTED_EXIT_CODE
+  Not a failure: the tools print its message as `preempted: ...` and exit 75, so that SLURM's
+  requeue or a Kubernetes JobSet's restart rule can tell it from finished (0) and failed.
+  """
+
+  exit_code = RETRY_EXIT_CODE
+  label = 'preempted'

@@ -4,9 +4,10 @@
   python -m efficientnet_jax.main --config=configs/quickstart.py --workdir=runs/quickstart
 
 Rerun the same command after a kill or preemption: it resumes exactly (README, "Fault tolerance").
-Exit codes (`errors.py`): 0 done or preempted (SIGTERM/SIGINT, checkpoint saved), 2 bad input
-(one `error:` line on stderr, nothing written), 3 diverged (NaN/Inf; the last checkpoint is
-intact), 4 a checkpoint write failed (the earlier checkpoints are intact).
+Exit codes (`errors.py`): 0 finished, 75 preempted (SIGTERM/SIGINT: its checkpoint is on disk,
+rerun to resume; a scheduler requeues on it), 2 bad input (one `error:` line on stderr, nothing
+written), 3 diverged (NaN/Inf; the last checkpoint is intact), 4 a checkpoint write failed (the
+earlier checkpoints are intact).
 """
 
 import sys

@@ -58,7 +58,7 @@ _JOB_PREFIX = 'efficientnet_jax'
 class DataServiceError(RuntimeError):
   """The tf.data service lost a step (a worker died); rerunning resumes from the checkpoint."""
 
-  exit_code = errors.TRIAL_INTERRUPTED_EXIT_CODE  # EX_TEMPFAIL: rerunning the command resumes.
+  exit_code = errors.RETRY_EXIT_CODE  # EX_TEMPFAIL: rerunning the command resumes.
 
 
 # ------------------------------------------------------------------------------------------------

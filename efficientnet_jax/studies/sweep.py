@@ -58,10 +58,6 @@ COMPUTATION_VERSION = 2
 RESULTS_VERSION = 2
 
 
-# Training stopped before a trial's last step (preempted); rerunning resumes it.
-TrialInterrupted = errors.TrialInterrupted
-
-
 @dataclasses.dataclass(frozen=True)
 class Trial:
   """One model to train.
@@ -170,7 +166,7 @@ def run_trial(workdir: str, trial: Trial, config, seed_index: int = 0) -> dict[s
   """Trains (or resumes) one seed of a trial and writes its result.json; returns the result.
 
   Raises:
-    TrialInterrupted: training stopped early (preempted); the checkpoint is kept.
+    errors.Preempted: training stopped early (a signal); the checkpoint is kept.
   """
   # Imported here: TensorFlow's import is slow, and `--list`/`--merge` never train.
   # pylint: disable=g-import-not-at-top
@@ -190,7 +186,7 @@ def run_trial(workdir: str, trial: Trial, config, seed_index: int = 0) -> dict[s
   step = checkpointer.latest_step()
   checkpointer.close()
   if step is None or step < plan.total_steps:
-    raise TrialInterrupted(f'Trial {trial.id} stopped at step {step} of {plan.total_steps}; '
+    raise errors.Preempted(f'Trial {trial.id} stopped at step {step} of {plan.total_steps}; '
                            'rerun the same command to resume it.')
   if metrics:
     metrics = {k.removeprefix('eval_'): v for k, v in metrics.items()}
@@ -307,6 +303,7 @@ def define_flags() -> None:
   flags.DEFINE_integer('seed', None, 'With --trial: run only this seed index '
                        '(0..config.seeds - 1; it trains with train.seed + index).')
   flags.DEFINE_bool('merge', False, 'Only merge the finished trials into results.* (no training).')
+  cli.define_distributed_flags()
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -368,6 +365,7 @@ def main(planner: Planner, reporter: Reporter) -> Callable[[list[str]], None]:
     config, workdir = FLAGS.config, FLAGS.workdir
     seed_count = seeds_lib.count(config)
     apply_runtime_settings(config, workdir)
+    cli.initialize_distributed()
     trials = planner(config)
     if FLAGS.list:
       print('\n'.join(trial_commands(trials, sys.argv, seed_count)), flush=True)

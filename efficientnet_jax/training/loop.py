@@ -7,8 +7,9 @@ bit-identical to an uninterrupted one (README, "Fault tolerance").
 
 Per step: the hooks' `before_step` (none in real runs), the jitted train step, the hooks'
 `after_step`; every `log_every_steps` one progress line, every `eval_every_steps` one evaluation
-line, every `checkpoint_every_steps` a checkpoint. SIGTERM/SIGINT stop the loop at the next step
-boundary with a checkpoint.
+line, every `checkpoint_every_steps` a checkpoint. SIGTERM/SIGINT stop the loop at a step
+boundary that all processes agree on (`preemption.py`), with a checkpoint of that step, and raise
+`Preempted`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from efficientnet_jax.errors import DivergenceError
+from efficientnet_jax.errors import DivergenceError, Preempted
 from efficientnet_jax.training import checkpointing
 from efficientnet_jax.training import evaluation
 from efficientnet_jax.training import hooks as hooks_lib
@@ -44,8 +45,8 @@ def train_and_evaluate(config, workdir: str, hooks: Sequence[hooks_lib.StepHook]
                        validated: bool = False) -> dict[str, float]:
   """Trains and evaluates; resumes from `workdir` if it holds a checkpoint.
 
-  SIGTERM/SIGINT (from the start, set-up included) end the run at the next step boundary with a
-  checkpoint of that step; the function then returns normally.
+  SIGTERM/SIGINT (from the start, set-up included) end the run at the next agreed step boundary
+  with a checkpoint of that step, on disk before `Preempted` is raised.
 
   Args:
     config: the run's config; it is not changed.
@@ -55,9 +56,10 @@ def train_and_evaluate(config, workdir: str, hooks: Sequence[hooks_lib.StepHook]
       it prints the config), so it is not run again.
 
   Returns:
-    The final evaluation metrics ({} when preempted or already finished).
+    The final evaluation metrics ({} when already finished).
 
   Raises:
+    Preempted: stopped by a signal (exit code 75 in the tools: rerun to resume).
     DivergenceError: a NaN/Inf step while `config.skip_nonfinite_steps` is off.
   """
   guard = preemption.PreemptionGuard()
@@ -154,19 +156,18 @@ def _train_and_evaluate(config, workdir: str, guard: preemption.PreemptionGuard,
     if step > start_step and step not in checkpointer.all_steps():
       checkpointer.save(step, state, meta, force=True)  # Preempted, or off the interval.
     if preempted:
-      checkpointer.wait()  # The promise to the scheduler: this step is on disk before exit 0.
-      _report_preemption(guard.received or 'a signal on another process', step, checkpointer)
+      checkpointer.wait()  # The promise to the scheduler: this step is on disk before exit 75.
+      message = _preemption_message(guard.received, step, checkpointer)
+  if preempted:
+    raise Preempted(message)
   return last_eval
 
 
-def _report_preemption(signal_name: str, step: int, checkpointer) -> None:
+def _preemption_message(signal_name: str, step: int, checkpointer) -> str:
   where = (f'with its checkpoint in {checkpointer.path(step)}' if step in checkpointer.all_steps()
            else 'before the first step, so there was nothing to save')
-  message = (f'{signal_name} received: stopped at step {step} {where}; rerun the same command '
-             'to resume.')
-  logging.warning('%s', message)
-  if jax.process_index() == 0:
-    print(message, flush=True)
+  return (f'{signal_name} received: stopped at step {step} {where}; rerun the same command to '
+          'resume.')
 
 
 def _summarise(pending: list[tuple[int, dict[str, jax.Array]]], config,

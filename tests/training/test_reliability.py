@@ -14,6 +14,7 @@ import time
 import pytest
 
 import fault_injection
+from efficientnet_jax import errors
 import reliability_helpers as rh
 
 # Slows each step down so that a signal lands between steps of the test's choosing.
@@ -30,10 +31,11 @@ def _preempt(launch: rh.Launch, sig: int, after_step: int) -> int:
   launch.wait_until(lambda: f'step {after_step}/' in launch.stdout, f'step {after_step}')
   sent = time.time()
   launch.signal(sig)
-  assert launch.wait() == 0, launch.tail()
+  assert launch.wait() == errors.RETRY_EXIT_CODE, launch.tail()
   assert time.time() - sent < PREEMPTION_BOUND_S
   name = signal.Signals(sig).name
-  stopped = int(re.search(rf'{name} received: stopped at step (\d+) ', launch.stdout).group(1))
+  stopped = int(re.search(rf'^preempted: {name} received: stopped at step (\d+) ', launch.stderr,
+                          re.MULTILINE).group(1))
   assert after_step <= stopped < rh.TOTAL_STEPS
   return stopped
 
@@ -72,7 +74,7 @@ def test_killed_or_preempted_anywhere_then_rerun_ends_bit_identical(reliability_
   first.kill()
   assert 'step 1/' not in first.stdout and not rh.checkpoint_steps(workdir)
 
-  # 2. SIGTERM between checkpoints: a checkpoint of the current step, exit 0; the next run
+  # 2. SIGTERM between checkpoints: a checkpoint of the current step, exit 75; the next run
   # resumes from it.
   second = launch(2)
   preempted = _preempt(second, signal.SIGTERM, after_step=3)
