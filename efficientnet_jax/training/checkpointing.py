@@ -2,13 +2,18 @@
 
 Orbax writes each step into a temporary directory (`<step>.orbax-checkpoint-tmp`) and renames it
 when complete, so a killed write never looks finished; a training run removes such leftovers when
-it starts. A finished checkpoint that is later damaged (a truncated or missing file) is detected at
-restore: the previous complete one is used, with a warning naming both, and training moves the
-damaged one aside (`<step>.damaged`) so that the step can be saved again.
+it starts. On GCS, which cannot rename a directory atomically, orbax writes `<step>/` in place and
+`<step>/commit_success.txt` last: there a step directory without that file is the leftover. A
+finished checkpoint that is later damaged (a truncated or missing file) is detected at restore:
+the previous complete one is used, with a warning naming both, and training moves the damaged
+one aside (`<step>.damaged`) so that the step can be saved again.
 
 Writes are asynchronous, so a failed write (a full disk, a file-size limit, a lost mount) surfaces
 at the next `save`, `wait` or `close`; each of them raises it as one `CheckpointWriteError` that
 names the step that failed and the last complete checkpoint, which is intact.
+
+The directory may be local or a `gs://` URI (`setup` says why only these): every file operation
+here goes through etils' `epath.Path`, as orbax's own do.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
 
 from efficientnet_jax.errors import CheckpointWriteError, IncompatibleCheckpointError
 
 _TMP_SUFFIX = '.orbax-checkpoint-tmp'  # Orbax's name for a step directory still being written.
+_COMMIT_FILE = 'commit_success.txt'  # What orbax writes last into a step directory.
 # How a failed write shows: an OSError (Python-side writes), or tensorstore's status as a
 # ValueError text ('RESOURCE_EXHAUSTED: ... No space left on device [os_error_code='28']').
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO)
@@ -56,9 +64,17 @@ def first_mismatch(saved: Any, target: Any) -> str | None:
   return None
 
 
-def for_run(config, workdir: str, create: bool = True) -> Checkpointer:
+def absolute(path: str | os.PathLike) -> epath.Path:
+  """`path` as an absolute `epath.Path`; a URI (`gs://…`) is left as it is.
+
+  os.path.abspath would turn `gs://b/run` into the local `./gs:/b/run`.
+  """
+  return epath.Path(path if '://' in os.fspath(path) else os.path.abspath(path))
+
+
+def for_run(config, workdir: str | os.PathLike, create: bool = True) -> Checkpointer:
   """A run's checkpoints: `workdir/checkpoints`, the config's interval and retention."""
-  return Checkpointer(os.path.join(workdir, 'checkpoints'),
+  return Checkpointer(epath.Path(workdir) / 'checkpoints',
                       save_every=config.checkpoint_every_steps, keep=config.keep_checkpoints,
                       create=create)
 
@@ -67,25 +83,25 @@ class Checkpointer:
   """Saves every `save_every` steps (asynchronously), keeps the last `keep`, restores the latest.
 
   Args:
-    directory: where checkpoints go (created if missing).
+    directory: where checkpoints go (created if missing): a local path or a `gs://` URI.
     save_every: interval in steps for `maybe_save`.
     keep: how many recent checkpoints to keep.
     create: create the directory (False for read-only use such as `evaluate`).
   """
 
-  def __init__(self, directory: str, *, save_every: int = 1, keep: int = 3,
+  def __init__(self, directory: str | os.PathLike, *, save_every: int = 1, keep: int = 3,
                create: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = absolute(directory)
     self.damaged_steps: list[int] = []  # Set by `restore`: damaged checkpoints it skipped.
     self._writing: int | None = None  # The step of a save that may still be in flight.
     self._failed = False  # A write failure was raised: later waits only log what they see.
-    if not create and not os.path.isdir(self.directory):
+    if not create and not self.directory.is_dir():
       raise FileNotFoundError(f'No checkpoints in {self.directory}; check --workdir.')
     if create:
       for name in unfinished_writes(self.directory):
         logging.warning('Found an unfinished checkpoint write %s (the previous run stopped while '
                         'saving); it is not a checkpoint and is removed.',
-                        os.path.join(self.directory, name))
+                        self.directory / name)
     self._manager = ocp.CheckpointManager(
         self.directory,
         # Handlers up front, so that `item_metadata` can describe a checkpoint before any restore
@@ -167,7 +183,7 @@ class Checkpointer:
         + '. Move the damaged step directories away to start afresh.')
 
   def path(self, step: int) -> str:
-    return os.path.join(self.directory, str(step))
+    return os.fspath(self.directory / str(step))
 
   def set_aside_damaged(self) -> list[str]:
     """Renames the checkpoints `restore` found damaged to `<step>.damaged`; returns new paths.
@@ -179,9 +195,9 @@ class Checkpointer:
     if self.damaged_steps and jax.process_index() == 0:
       for step in self.damaged_steps:
         target = self.path(step) + DAMAGED_SUFFIX
-        if os.path.exists(target):
+        if epath.Path(target).exists():
           target += f'-{time.strftime("%Y%m%d-%H%M%S")}'
-        os.rename(self.path(step), target)
+        epath.Path(self.path(step)).rename(target)
         moved.append(target)
         logging.warning('Moved the damaged checkpoint %s to %s.', self.path(step), target)
     if self.damaged_steps:
@@ -224,10 +240,12 @@ class Checkpointer:
       self._manager.close()
 
   def last_complete_step(self) -> int | None:
-    """The newest finished checkpoint on disk (orbax renames a step directory once complete)."""
-    if not os.path.isdir(self.directory):
+    """The newest finished checkpoint on disk (read from the directory: a write just failed)."""
+    if not self.directory.is_dir():
       return None
-    steps = [int(name) for name in os.listdir(self.directory) if name.isdigit()]
+    unfinished = unfinished_writes(self.directory)
+    steps = [int(p.name) for p in self.directory.iterdir()
+             if p.name.isdigit() and p.name not in unfinished]
     return max(steps, default=None)
 
   @contextlib.contextmanager
@@ -251,11 +269,18 @@ class Checkpointer:
           'fix the file system) and rerun the same command to resume.') from error
 
 
-def unfinished_writes(directory: str) -> list[str]:
-  """Names of the step directories orbax began to write in `directory` but never finalised."""
-  if not os.path.isdir(directory):
+def unfinished_writes(directory: str | os.PathLike) -> list[str]:
+  """Names of the step directories orbax began to write in `directory` but never finalised.
+
+  Locally those are `<step>.orbax-checkpoint-tmp`; on GCS, `<step>` without commit_success.txt
+  (a local step directory has the file too, but its name alone says it is finished).
+  """
+  directory = epath.Path(directory)
+  if not directory.is_dir():
     return []
-  return sorted(name for name in os.listdir(directory) if _TMP_SUFFIX in name)
+  in_place = '://' in os.fspath(directory)
+  return sorted(p.name for p in directory.iterdir() if _TMP_SUFFIX in p.name or (
+      in_place and p.name.isdigit() and not (p / _COMMIT_FILE).exists()))
 
 
 def is_write_failure(error: BaseException) -> bool:

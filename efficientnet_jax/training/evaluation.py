@@ -8,10 +8,10 @@ compiled but the eval step) and then runs the same `evaluate`.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import jax
+from etils import epath
 
 from efficientnet_jax.training import checkpointing
 from efficientnet_jax.training import setup as setup_lib
@@ -52,7 +52,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, *,
 
   Args:
     config: the run's config.
-    workdir: the run directory (holds checkpoints/).
+    workdir: the run directory (holds checkpoints/): a local path or a `gs://` URI.
     step: the checkpoint to evaluate; None for the latest readable one.
     transform: `(setup, state) -> state` applied before evaluating (e.g. BN recalibration).
 
@@ -61,10 +61,12 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, *,
     without EMA), and 'top5_k' with fewer than 5 classes.
 
   Raises:
+    ConfigError: `workdir` is neither a local path nor a gs:// URI (`setup.check_path_kind`).
     FileNotFoundError: no workdir, or no readable checkpoint in it.
     IncompatibleCheckpointError: the checkpoint holds another model than the config builds.
   """
-  if not os.path.isdir(workdir):
+  setup_lib.check_path_kind(workdir)  # A local path or a gs:// URI, else one line.
+  if not epath.Path(workdir).is_dir():
     raise FileNotFoundError(f'--workdir {workdir} does not exist.')
   s = setup_lib.from_config(config)
   checkpointer = checkpointing.for_run(s.config, workdir, create=False)

@@ -6,6 +6,11 @@ one JSON object per line to `workdir/metrics.jsonl`, and prints a progress line
 log. The JSONL file is appended to across restarts; `truncate_jsonl` (called by the logger when
 given `resume_step`) drops lines a crashed run wrote after its last checkpoint, so the file never
 holds a step twice.
+
+The workdir may be local or a `gs://` URI (`setup` says why only these): the JSONL file is written
+through etils' `epath.Path` and the TensorBoard events through tf.io.gfile, which both reach GCS.
+On GCS an object cannot grow, so each flush of the JSONL file uploads it whole (tf.io.gfile's
+appendable file); the file is small (one line per logged step).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import time
 from typing import Any, Mapping
 
 from absl import logging
+from etils import epath
 import jax
 import numpy as np
 
@@ -64,10 +70,11 @@ def truncate_jsonl(path: str | os.PathLike, max_step: int) -> int:
   Returns:
     The number of lines dropped.
   """
-  if not os.path.exists(path):
+  path = epath.Path(path)
+  if not path.exists():
     return 0
   kept, dropped = [], 0
-  with open(path, encoding='utf-8') as f:
+  with path.open('r', encoding='utf-8') as f:
     for line in f:
       try:
         entry = json.loads(line)
@@ -79,10 +86,9 @@ def truncate_jsonl(path: str | os.PathLike, max_step: int) -> int:
       else:
         dropped += 1
   if dropped:
-    tmp = f'{os.fspath(path)}.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.writelines(kept)
-    os.replace(tmp, path)
+    tmp = path.parent / f'{path.name}.tmp'
+    tmp.write_text(''.join(kept), encoding='utf-8')
+    tmp.replace(path)  # Atomic on a local disk; on GCS a copy, the kept lines in tmp until done.
   return dropped
 
 
@@ -115,7 +121,8 @@ def create_writer(workdir: str | os.PathLike, *, just_logging: bool):
   data without tf.data) still get their metrics in the log and the JSONL file.
 
   Args:
-    workdir: where TensorBoard event files go.
+    workdir: where TensorBoard event files go (a local path or a `gs://` URI: clu passes it to
+      tf.summary, which writes through tf.io.gfile).
     just_logging: True on non-main processes (no files).
 
   Returns:
@@ -145,7 +152,8 @@ class MetricsLogger:
     """Opens the writers.
 
     Args:
-      workdir: output folder (created by the main process if missing); a local path.
+      workdir: output folder (created by the main process if missing); a local path or a
+        `gs://` URI.
       total_steps: the run's last step, for the progress fraction and ETA.
       global_batch_size: examples per step over all processes, for img/s.
       is_main_process: whether this process writes files; default `jax.process_index() == 0`.
@@ -157,17 +165,17 @@ class MetricsLogger:
     self.is_main_process = is_main_process
     self.total_steps = total_steps
     self.global_batch_size = global_batch_size
-    self.jsonl_path = os.path.join(os.fspath(workdir), JSONL_NAME)
+    self.jsonl_path = epath.Path(workdir) / JSONL_NAME
     self._jsonl = None
     if is_main_process:
-      os.makedirs(workdir, exist_ok=True)
+      epath.Path(workdir).mkdir(parents=True, exist_ok=True)
       if resume_step is not None:
         dropped = truncate_jsonl(self.jsonl_path, resume_step)
         if dropped:
           logging.info('Dropped %d %s lines after resume step %d.', dropped, JSONL_NAME,
                        resume_step)
       # pylint: disable-next=consider-using-with  (closed by `close`)
-      self._jsonl = open(self.jsonl_path, 'a', encoding='utf-8')
+      self._jsonl = self.jsonl_path.open('a', encoding='utf-8')
     self._writer = create_writer(workdir, just_logging=not is_main_process)
     self._last_step = resume_step or 0
     self._last_time = time.time()

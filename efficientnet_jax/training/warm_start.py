@@ -2,7 +2,8 @@
 
 Every parameter and BN statistic is copied by name; the classifier may differ in shape (a new
 `num_classes`, as in the paper's transfer experiments) and then keeps its fresh initialisation.
-Any other difference is an error naming the first mismatching variable.
+Any other difference is an error naming the first mismatching variable. The source may be local
+or a `gs://` URI, like a workdir.
 """
 
 from __future__ import annotations
@@ -23,24 +24,33 @@ _HEAD = 'classifier'
 
 
 def read_variables(path: str) -> dict[str, Any]:
-  """{'params', 'batch_stats'} from a converted DIR, a run's workdir, or a checkpoint step dir."""
-  if os.path.exists(os.path.join(path, 'meta.json')):
+  """{'params', 'batch_stats'} from a converted DIR, a run's workdir, or a checkpoint step dir.
+
+  `path` may be local or a `gs://` URI (`setup` says which kinds and why): it is read through
+  etils' `epath.Path` and orbax.
+  """
+  where = checkpointing.absolute(path)
+  if (where / 'meta.json').exists():
     from efficientnet_jax.weights import pretrained  # pylint: disable=g-import-not-at-top
-    _, variables = pretrained.read_converted(path)
-    return variables
-  if os.path.isdir(os.path.join(path, 'checkpoints')):
-    path = os.path.join(path, 'checkpoints')
-  if os.path.isdir(os.path.join(path, 'state')):  # A single step directory.
-    state = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(path), 'state'))
+    if '://' not in os.fspath(where):
+      return pretrained.read_converted(os.fspath(where))[1]
+    # `read_converted` reads with os.path; orbax restores the same variables from a URI.
+    state = ocp.StandardCheckpointer().restore(where / pretrained.VARIABLES_DIR)
   else:
-    manager = ocp.CheckpointManager(os.path.abspath(path))
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f'config.init_from={path!r} holds no checkpoint or converted '
-                              'weights (meta.json); point it at a run workdir or convert output.')
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))[
-        'state']
-    manager.close()
+    if (where / 'checkpoints').is_dir():
+      where = where / 'checkpoints'
+    if (where / 'state').is_dir():  # A single step directory.
+      state = ocp.StandardCheckpointer().restore(where / 'state')
+    else:
+      manager = ocp.CheckpointManager(where)
+      step = manager.latest_step()
+      if step is None:
+        raise FileNotFoundError(f'config.init_from={path!r} holds no checkpoint or converted '
+                                'weights (meta.json); point it at a run workdir or convert '
+                                'output.')
+      state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))[
+          'state']
+      manager.close()
   return {'params': state['params'], 'batch_stats': state['batch_stats']}
 
 
