@@ -16,7 +16,7 @@ Commands:
   create   create the TPU VM slice (gcloud compute tpus tpu-vm create; with --queued a queued
            resource, gcloud compute tpus queued-resources create, which waits for capacity)
   install  put this repository on every worker (a copy of this checkout's HEAD, or --repo=URL)
-           and pip install it with jax[tpu] in ~/venv
+           and pip install it (with its gcs extra) and jax[tpu] in ~/venv
   mount    optional: mount a GCS bucket with gcsfuse on every worker (--bucket=B); a gs://
            workdir and a gs:// data_dir need no mount
   run      start main on every worker in the background (nohup); each worker's output goes to
@@ -230,7 +230,7 @@ case $COMMAND in
           "${LOCATION[@]}" --worker=all
       fetch="rm -rf $REMOTE_DIR && mkdir -p $REMOTE_DIR && tar -xzf ~/efficientnet_jax.tar.gz -C $REMOTE_DIR"
     fi
-    on_workers all "$setup; $fetch; cd $REMOTE_DIR && pip install -q -e . 'jax[tpu]' && python -c 'import jax, efficientnet_jax; print(\"jax\", jax.__version__)'"
+    on_workers all "$setup; $fetch; cd $REMOTE_DIR && pip install -q -e '.[gcs]' 'jax[tpu]' && python -c 'import jax, efficientnet_jax; print(\"jax\", jax.__version__)'"
     ;;
 
   mount)

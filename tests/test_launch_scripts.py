@@ -134,7 +134,7 @@ def test_tpu_install_copies_head_to_all_workers_and_pip_installs_jax_tpu(stubs):
   assert scp[:5] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'scp'] and '--worker=all' in scp
   assert ssh[:5] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh'] and '--worker=all' in ssh
   remote = _remote(ssh)
-  assert re.search(r"pip install (-q )?-e \. 'jax\[tpu\]'", remote), remote
+  assert re.search(r"pip install (-q )?-e '\.\[gcs\]' 'jax\[tpu\]'", remote), remote
   assert 'tar -xzf ~/efficientnet_jax.tar.gz' in remote
 
 

@@ -92,7 +92,8 @@ def check_path_kind(path: str, flag: str = '--workdir') -> None:
     raise ConfigError(f'{flag} {path} names no bucket; use gs://bucket/path.')
   if not gs_usable():
     raise ConfigError(f'{flag} {path}: gs:// needs tensorflow (tf.io.gfile, with EPATH_USE_TF '
-                      'not false) and google-cloud-storage installed; or use a local path.')
+                      'not false) and google-cloud-storage (pip install -e ".[gcs]"); or use a '
+                      'local path.')
 
 
 def gs_usable() -> bool:
