@@ -2,6 +2,7 @@
 
   loop.py            `train_and_evaluate(config, workdir)`: what `main` runs
   setup.py           what a config builds before any step: model, plan, mesh, optimizer, steps
+  run_paths.py       run directories: a local path or gs://, checked before anything is written
   steps.py           the jitted train and eval steps, the data mesh and its shardings
   state.py           `TrainState`
   optimizer.py       optax chain, learning-rate schedule, weight-decay mask, EMA

@@ -14,6 +14,7 @@ import jax
 from etils import epath
 
 from efficientnet_jax.training import checkpointing
+from efficientnet_jax.training import run_paths
 from efficientnet_jax.training import setup as setup_lib
 from efficientnet_jax.training import steps as steps_lib
 
@@ -61,11 +62,11 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, *,
     without EMA), and 'top5_k' with fewer than 5 classes.
 
   Raises:
-    ConfigError: `workdir` is neither a local path nor a gs:// URI (`setup.check_path_kind`).
+    ConfigError: `workdir` is neither a local path nor a gs:// URI (`run_paths.check_path_kind`).
     FileNotFoundError: no workdir, or no readable checkpoint in it.
     IncompatibleCheckpointError: the checkpoint holds another model than the config builds.
   """
-  setup_lib.check_path_kind(workdir)  # A local path or a gs:// URI, else one line.
+  run_paths.check_path_kind(workdir)  # A local path or a gs:// URI, else one line.
   if not epath.Path(workdir).is_dir():
     raise FileNotFoundError(f'--workdir {workdir} does not exist.')
   s = setup_lib.from_config(config)

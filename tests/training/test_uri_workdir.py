@@ -37,6 +37,7 @@ from efficientnet_jax.errors import ConfigError
 from efficientnet_jax.training import checkpointing
 from efficientnet_jax.training import evaluation
 from efficientnet_jax.training import metric_writers
+from efficientnet_jax.training import run_paths
 from efficientnet_jax.training import setup
 from efficientnet_jax.training import warm_start
 
@@ -77,7 +78,7 @@ def fake_gcs(cwd, monkeypatch):
   from orbax.checkpoint._src.path import gcs_utils  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(gcs_utils, 'get_bucket',
                       lambda name: types.SimpleNamespace(hierarchical_namespace_enabled=False))
-  monkeypatch.setattr(setup, 'gs_usable', lambda: True)
+  monkeypatch.setattr(run_paths, 'gs_usable', lambda: True)
   yield fs
   assert not os.listdir(cwd), f'written locally: {os.listdir(cwd)}'
 
@@ -92,17 +93,17 @@ def _tiny_config(**overrides):
 def test_gs_workdir_is_validated_without_the_local_file_system(cwd, monkeypatch):
   """Validation never reads a gs:// workdir as a local path, and creates nothing."""
   (cwd / 'gs:').write_text('')  # Read as a local path, `gs://b/r` would lie under this file.
-  monkeypatch.setattr(setup, 'gs_usable', lambda: True)
+  monkeypatch.setattr(run_paths, 'gs_usable', lambda: True)
   setup.validate(_tiny_config(), 'gs://bucket/run')
   setup.validate(_tiny_config(init_from='gs://bucket/weights'), 'gs://bucket/run')
   assert os.listdir(cwd) == ['gs:']
 
-  monkeypatch.setattr(setup, 'gs_usable', lambda: False)  # E.g. no google-cloud-storage.
+  monkeypatch.setattr(run_paths, 'gs_usable', lambda: False)  # E.g. no google-cloud-storage.
   with pytest.raises(ConfigError, match='google-cloud-storage') as error:
     setup.validate(_tiny_config(), 'gs://bucket/run')
   assert '\n' not in str(error.value) and 'or use a local path' in str(error.value)
   with pytest.raises(ConfigError, match='names no bucket'):
-    setup.check_workdir('gs:///run')
+    run_paths.check_workdir('gs:///run')
   assert os.listdir(cwd) == ['gs:']
 
 
