@@ -5,6 +5,14 @@ r"""Step 1 of compound scaling: fix φ = 1 and grid-search (α, β, γ) under α
   python experiments/compound_search.py --config=... --workdir=DIR --list     # one command/trial
   python experiments/compound_search.py --config=... --workdir=DIR --trial=3  # just trial 3
   python experiments/compound_search.py --config=... --workdir=DIR --merge    # results.* only
+  python experiments/compound_search.py --config=... --workdir=DIR --count    # items in --list
+  python experiments/compound_search.py --config=... --workdir=DIR --item=N   # --list's line N
+  python experiments/launch.py --engine=local|slurm --script=experiments/compound_search.py \
+      --config=... --workdir=DIR             # every unfinished item as one job array, merged
+
+The plan (the trials and their measured FLOPs) is made once and kept in DIR/plan.json; an item
+being trained holds DIR/trials/K/.lock, and a second copy exits 73 (experiments/README.md,
+"Sweeps").
 
 Each admissible triple gives one φ = 1 model: the baseline's width ·β, depth ·α and resolution ·γ
 (the compound builder `scaling.compound(1, α, β, γ, base_resolution=…)`). Its FLOPs are measured
@@ -22,6 +30,7 @@ from __future__ import annotations
 import os
 
 from absl import app
+from absl import flags
 
 from efficientnet_jax import cli
 from efficientnet_jax.studies import grid
@@ -62,4 +71,5 @@ def summarize(config, results, workdir: str) -> None:
 
 if __name__ == '__main__':
   sweep.define_flags()
+  flags.adopt_module_key_flags(sweep)  # --help lists --list, --count, --item, --trial, …
   app.run(sweep.main(plan, summarize), flags_parser=cli.parse_flags)

@@ -3,6 +3,9 @@ r"""Step 2 of compound scaling and its ablations (paper Fig. 3 and Table 7 style
   python experiments/scaling_curves.py --config=experiments/configs/digits_curves.py \
       --workdir=runs/digits_curves
   python experiments/scaling_curves.py --config=... --workdir=DIR --list | --trial=K | --merge
+  python experiments/scaling_curves.py --config=... --workdir=DIR --count | --item=N  # job arrays
+  python experiments/launch.py --engine=local|slurm --script=experiments/scaling_curves.py \
+      --config=... --workdir=DIR        # every unfinished item as one job array, then merged
 
 For a fixed (α, β, γ) (`config.curves`), trains the compound models φ = 0..N; then, at the
 *measured* FLOPs of each compound model, the width-only, depth-only and resolution-only models
@@ -17,6 +20,7 @@ from __future__ import annotations
 import os
 
 from absl import app
+from absl import flags
 
 from efficientnet_jax import cli
 from efficientnet_jax.studies import points
@@ -62,4 +66,5 @@ def summarize(config, results, workdir: str) -> None:
 
 if __name__ == '__main__':
   sweep.define_flags()
+  flags.adopt_module_key_flags(sweep)  # --help lists --list, --count, --item, --trial, …
   app.run(sweep.main(plan, summarize), flags_parser=cli.parse_flags)

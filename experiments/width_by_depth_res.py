@@ -3,6 +3,9 @@ r"""Paper Fig. 4: scaling width for baselines of different depth and resolution.
   python experiments/width_by_depth_res.py \
       --config=experiments/configs/digits_width_by_depth_res.py --workdir=runs/digits_fig4
   python experiments/width_by_depth_res.py --config=... --workdir=DIR --list | --trial=K | --merge
+  python experiments/width_by_depth_res.py --config=... --workdir=DIR --count | --item=N  # job arrays
+  python experiments/launch.py --engine=local|slurm --script=experiments/width_by_depth_res.py \
+      --config=... --workdir=DIR        # every unfinished item as one job array, then merged
   python experiments/width_by_depth_res.py --config=... --workdir=DIR --config.seeds=3  # error bars
 
 For each (d, r) in `config.fig4.depth_resolution` (depth and resolution coefficients over the
@@ -21,6 +24,7 @@ from __future__ import annotations
 import os
 
 from absl import app
+from absl import flags
 
 from efficientnet_jax import cli
 from efficientnet_jax.studies import points
@@ -67,4 +71,5 @@ def summarize(config, results, workdir: str) -> None:
 
 if __name__ == '__main__':
   sweep.define_flags()
+  flags.adopt_module_key_flags(sweep)  # --help lists --list, --count, --item, --trial, …
   app.run(sweep.main(plan, summarize), flags_parser=cli.parse_flags)

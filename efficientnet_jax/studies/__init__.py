@@ -2,7 +2,10 @@
 
   grid.py           the constrained (α, β, γ) grid of step 1
   points.py         scaled models as points, their measured cost, the single-dimension solver
-  sweep.py          resumable trials, `--list` / `--trial` / `--merge`, the scripts' command line
+  sweep.py          resumable trials, `--list` / `--count` / `--item` / `--trial` / `--merge`, the
+                    scripts' command line
+  plan_cache.py     DIR/plan.json: the trials planned once per study directory, keyed by the config
+  locks.py          one trainer per (trial, seed) item: a flock in its directory, exit 73 otherwise
   seeds.py          several seeds per trial: their training seeds, mean ± std, a lead within 1 std
   report.py         tables and plots of the results
   proxies.py        the proxy tasks trials train on (digits on a CPU, imagenette on an accelerator)

@@ -3,14 +3,21 @@
 An experiment *plans* a deterministic list of `Trial`s from its config (planning measures FLOPs
 but trains nothing), then each trial trains in `DIR/trials/K/` with `loop.train_and_evaluate`:
 
+* the plan is made once per DIR and kept in `DIR/plan.json` (`plan_cache.py`), keyed by the
+  study config, so that `--list`, `--count`, `--merge` and every `--trial` / `--item` of a job
+  array read it instead of planning again;
 * with `config.seeds` = N (default 1), each trial is N items, one per seed index S (`seeds.py`:
   S trains with `train.seed + S`); seed index 0 trains in `DIR/trials/K/`, seed index S ≥ 1 in
   `DIR/trials/K-seedS/`, so a single-seed sweep's directories are what they always were;
 * a finished item has `result.json` in its directory (written atomically, last) and is skipped on
-  rerun; an unfinished one resumes from its own checkpoints;
+  rerun; an unfinished one resumes from its own checkpoints; one being trained holds the lock in
+  its directory (`locks.py`), and a second copy stops (exit 73) or, in a run of several items,
+  skips it;
 * `--list` prints one shell command per item (`--trial=K`, plus `--seed=S` when N > 1), so a
   cluster or pod sweep runs them anywhere that sees DIR, in any order, in parallel; `--trial=K`
-  alone runs every seed of trial K in turn;
+  alone runs every seed of trial K in turn; `--item=N` runs the item of `--list`'s line N and
+  `--count` prints how many there are (a job array: `--array=0-$((count-1))`, `--item=$TASK`;
+  `experiments/launch.py` submits one through submitit);
 * merging reads every finished `result.json`, combines each trial's seeds (mean, sample std and
   every seed's figures: `seeds.aggregate`) and writes `DIR/results.json` sorted by trial id, so
   it is the same whichever process ran which item, except for the fields in `TIMING_FIELDS`.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -37,6 +45,8 @@ from ml_collections import config_flags
 from efficientnet_jax import cli
 from efficientnet_jax import errors
 from efficientnet_jax import schema
+from efficientnet_jax.studies import locks
+from efficientnet_jax.studies import plan_cache
 from efficientnet_jax.studies import points as points_lib
 from efficientnet_jax.studies import seeds as seeds_lib
 
@@ -56,6 +66,8 @@ TIMING_FIELDS = ('train_seconds', 'environment')
 COMPUTATION_VERSION = 2
 # The layout of result.json / results.json records.
 RESULTS_VERSION = 2
+# Every JSON file of DIR (plan, results) is written atomically, by one writer.
+_write_json = plan_cache.write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,16 +288,6 @@ def without_timing(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
   return [strip(r) for r in results]
 
 
-def _write_json(path: str, value) -> None:
-  """Writes via a temporary file and a rename, so a killed process never leaves half a file."""
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(value, f, indent=1, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------------------------------
 # The command line.
 
@@ -293,17 +295,49 @@ Planner = Callable[[Any], Sequence[Trial]]
 Reporter = Callable[[Any, Sequence[Mapping[str, Any]], str], None]
 
 
+def planned_trials(planner: Planner, config, workdir: str) -> list[Trial]:
+  """The study's trials: from `DIR/plan.json` when planned for this config, else planned now.
+
+  See `plan_cache.py` for the key and for when a changed config is planned again or refused. The
+  trials are the same either way (a fresh plan is normalised as the file reads back).
+  """
+  script = os.path.splitext(os.path.basename(inspect.getfile(planner)))[0]
+  values = plan_cache.key_values(script, config, COMPUTATION_VERSION)
+
+  def plan():
+    return [{'id': t.id, 'point': dataclasses.asdict(t.point), 'record': dict(t.record)}
+            for t in planner(config)]
+
+  def has_trials():
+    directory = os.path.join(workdir, 'trials')
+    return os.path.isdir(directory) and bool(os.listdir(directory))
+
+  cached, _ = plan_cache.load_or_plan(workdir, values, plan, has_trials)
+  return [Trial(t['id'], points_lib.Point(**t['point']), t['record']) for t in cached]
+
+
 def define_flags() -> None:
-  """The flags of an experiment script (called from its `__main__` only: flags are global)."""
+  """The flags of an experiment script (called from its `__main__` only: flags are global).
+
+  The script then adopts them as its key flags (`flags.adopt_module_key_flags(sweep)`), so that
+  its `--help` lists them: absl's `--help` shows only the main module's key flags.
+  """
   config_flags.DEFINE_config_file('config', None, 'Experiment config file '
                                   '(experiments/configs/NAME.py[:arg]).', lock_config=True)
-  flags.DEFINE_string('workdir', None, 'Experiment directory (trials/, results.*).')
-  flags.DEFINE_bool('list', False, 'Print one shell command per (trial, seed) and exit.')
+  flags.DEFINE_string('workdir', None, 'Experiment directory (plan.json, trials/, results.*).')
+  flags.DEFINE_bool('list', False, 'Print one shell command per (trial, seed) item and exit.')
+  flags.DEFINE_bool('count', False, 'Print the number of (trial, seed) items (the lines of '
+                    '--list) and exit: a job array is --array=0-$((count-1)).')
+  flags.DEFINE_integer('item', None, 'Run only the (trial, seed) item of --list\'s line N '
+                       '(0-based; no merge): a job array task\'s --item=$SLURM_ARRAY_TASK_ID. '
+                       f'Exit {locks.ITEM_LOCKED_EXIT_CODE} if another process trains it.')
   flags.DEFINE_integer('trial', None, 'Run only this trial, every seed of it (no merge).')
   flags.DEFINE_integer('seed', None, 'With --trial: run only this seed index '
                        '(0..config.seeds - 1; it trains with train.seed + index).')
   flags.DEFINE_bool('merge', False, 'Only merge the finished trials into results.* (no training).')
   cli.define_distributed_flags()
+  # cli's flags become this module's key flags too, so a script that adopts these lists them.
+  flags.adopt_module_key_flags(cli)
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -327,19 +361,24 @@ def apply_runtime_settings(config, workdir: str) -> None:
                        os.path.join(workdir, 'xla_cache'))
 
 
+# The flags that choose what a command does; `trial_commands` drops them from the command it
+# repeats, and `--seed` goes with `--trial` only.
+_MODE_FLAGS = ('list', 'count', 'merge', 'trial', 'item')
+
+
 def trial_commands(trials: Sequence[Trial], argv: Sequence[str],
                    seed_count: int = 1) -> list[str]:
   """One shell command per (trial, seed): this script, the same config flags, `--trial=K`.
 
   With several seeds each command also names its seed index (`--seed=S`); with one it does not,
-  so a single-seed sweep's commands are what they always were.
+  so a single-seed sweep's commands are what they always were. Line N is item N (`--item=N`).
   """
   kept, args = [], list(argv[1:])
   while args:
     arg = args.pop(0)
     name = arg.lstrip('-').split('=', 1)[0]
-    if name in ('list', 'nolist', 'merge', 'nomerge', 'trial', 'seed'):
-      if name in ('trial', 'seed') and '=' not in arg and args:
+    if name in (*_MODE_FLAGS, 'seed', 'nolist', 'nocount', 'nomerge'):
+      if name in ('trial', 'seed', 'item') and '=' not in arg and args:
         args.pop(0)  # `--trial K`
       continue
     kept.append(arg)
@@ -352,32 +391,44 @@ def trial_commands(trials: Sequence[Trial], argv: Sequence[str],
 
 
 def main(planner: Planner, reporter: Reporter) -> Callable[[list[str]], None]:
-  """The absl main of an experiment script: list, run one trial, run all, or merge.
+  """The absl main of an experiment script: list, count, run one item or trial, run all, merge.
 
   Run it as `app.run(sweep.main(plan, report), flags_parser=cli.parse_flags)`: bad input is one
-  `error:` line and exit 2, an interrupted (preempted) trial exit 75 (rerun to resume it).
+  `error:` line and exit 2, an interrupted (preempted) item exit 75 (rerun to resume it), an item
+  that another process is training exit 73 (`locks.ITEM_LOCKED_EXIT_CODE`).
   """
   @cli.run
   def _main(argv):
     if len(argv) > 1:
       raise ValueError(f'Unexpected arguments {argv[1:]}; options are --flag=value.')
+    _check_modes()
     cli.quiet_libraries()
     config, workdir = FLAGS.config, FLAGS.workdir
     seed_count = seeds_lib.count(config)
     apply_runtime_settings(config, workdir)
     cli.initialize_distributed()
-    trials = planner(config)
+    trials = planned_trials(planner, config, workdir)
+    every_item = items(trials, config)
+    if FLAGS.count:
+      print(len(every_item), flush=True)
+      return
     if FLAGS.list:
       print('\n'.join(trial_commands(trials, sys.argv, seed_count)), flush=True)
       return
-    if FLAGS.trial is not None:
-      for trial, seed_index in _selected(trials, seed_count):
-        _run_or_skip(workdir, trial, config, len(trials), seed_index)
+    if FLAGS.item is not None:
+      if not 0 <= FLAGS.item < len(every_item):
+        raise ValueError(f'--item={FLAGS.item} is not an item of this config; items are '
+                         f'0..{len(every_item) - 1} (the lines of --list; --count).')
+      trial, seed_index = every_item[FLAGS.item]
+      _run_or_skip(workdir, trial, config, len(trials), seed_index, alone=True)
       return
-    if FLAGS.seed is not None:
-      raise ValueError('--seed selects a seed of the trial that --trial names; pass both.')
+    if FLAGS.trial is not None:
+      selected = _selected(trials, seed_count)
+      for trial, seed_index in selected:
+        _run_or_skip(workdir, trial, config, len(trials), seed_index, alone=len(selected) == 1)
+      return
     if not FLAGS.merge:
-      for trial, seed_index in items(trials, config):
+      for trial, seed_index in every_item:
         _run_or_skip(workdir, trial, config, len(trials), seed_index)
     results = merge(workdir, trials, config)
     missing = unfinished(workdir, trials, config)
@@ -389,6 +440,18 @@ def main(planner: Planner, reporter: Reporter) -> Callable[[list[str]], None]:
     reporter(config, results, workdir)
 
   return _main
+
+
+def _check_modes() -> None:
+  """At most one of --list, --count, --merge, --trial, --item; --seed only with --trial."""
+  # `is not None` for the integer flags (0 is a trial), truth for the booleans.
+  given = [f'--{name}' for name in _MODE_FLAGS
+           if FLAGS[name].value is not None and FLAGS[name].value is not False]
+  if len(given) > 1:
+    raise errors.UsageError(f'{" and ".join(given)} are alternatives; pass one of them.')
+  if FLAGS.seed is not None and FLAGS.trial is None:
+    raise errors.UsageError('--seed selects a seed of the trial that --trial names; pass both '
+                            '(or --item=N for the N-th line of --list).')
 
 
 def _selected(trials: Sequence[Trial], seed_count: int) -> list[tuple[Trial, int]]:
@@ -412,7 +475,14 @@ def _describe(missing: Sequence[tuple[int, int]], seed_count: int) -> str:
   return ', '.join(f'trial {k} seed {s}' for k, s in missing)
 
 
-def _run_or_skip(workdir: str, trial: Trial, config, count: int, seed_index: int = 0) -> None:
+def _run_or_skip(workdir: str, trial: Trial, config, count: int, seed_index: int = 0, *,
+                 alone: bool = False) -> None:
+  """Trains one item unless it is finished, holding its lock while it trains.
+
+  Args:
+    alone: the command runs only this item: if another process holds its lock, `ItemLocked`
+      (exit 73) is raised; else the item is skipped with a line and the run goes on.
+  """
   label = ', '.join(f'{k}={v}' for k, v in trial.record.items() if k in _LABELS)
   seed_count = seeds_lib.count(config)
   name = f'trial {trial.id}/{count}' + (
@@ -420,11 +490,36 @@ def _run_or_skip(workdir: str, trial: Trial, config, count: int, seed_index: int
   if load_result(workdir, trial, config, seed_index) is not None:
     print(f'{name}: finished before, skipped ({label})', flush=True)
     return
-  print(f'{name}: training {label} at {trial.point}', flush=True)
-  result = run_trial(workdir, trial, config, seed_index)
+  try:
+    with _item_lock(trial_dir(workdir, trial.id, seed_index)):
+      # Checked again under the lock: the copy that held it until now may have finished it.
+      if load_result(workdir, trial, config, seed_index) is not None:
+        print(f'{name}: finished by another process, skipped ({label})', flush=True)
+        return
+      print(f'{name}: training {label} at {trial.point}', flush=True)
+      result = run_trial(workdir, trial, config, seed_index)
+  except locks.ItemLocked as e:
+    if alone:
+      raise
+    print(f'{name}: skipped, {e}', flush=True)
+    return
   scores = ', '.join(f'{k} {result[k]:.4f}' for k in ('top1', 'recal_top1', 'ema_top1')
                      if result.get(k) is not None)
   print(f'{name}: {scores}, {result["train_seconds"]:.0f} s', flush=True)
+
+
+def _item_lock(directory: str):
+  """`locks.item_lock` for this process; with several processes they agree (an all-gather)."""
+  import jax  # pylint: disable=g-import-not-at-top  (`--list`/`--merge` never train)
+  if jax.process_count() == 1:
+    return locks.item_lock(directory)
+
+  def agree(held: bool) -> bool:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return bool(np.all(multihost_utils.process_allgather(np.array(held, np.int32))))
+
+  return locks.item_lock(directory, jax.process_index(), agree)
 
 
 # Record fields worth a progress line.
