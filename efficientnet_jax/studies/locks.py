@@ -7,9 +7,9 @@ only while it holds `DIR/trials/K[-seedS]/.lock`: an `fcntl.flock` taken without
 second copy finds it held and stops (`ItemLocked`, exit `ITEM_LOCKED_EXIT_CODE`), or, in a run of
 several items, skips the item and goes on.
 
-* No stale locks: the kernel drops a flock when its process exits, however it exits (SIGKILL,
-  a lost node's process dies with the node's kernel), so nothing has to be cleaned up after a
-  kill. The lock file itself stays (empty but for its last holder's host and pid): deleting it
+* No stale locks: the kernel drops a flock when its process exits, however it exits (SIGKILL
+  included), so nothing has to be cleaned up after a kill. (On NFS, the locks of a client that
+  died outright are held by the server until that client's lease expires, about 90 s.) The lock file itself stays (empty but for its last holder's host and pid): deleting it
   while a process waits to open it would let two processes lock two different files.
 * File systems: flock is local to the host on some network file systems. Linux's NFSv4 client
   maps it to an NFS byte-range lock, which every client sees (NFSv3 needs the lock manager,
