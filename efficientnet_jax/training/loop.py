@@ -78,6 +78,7 @@ def _train_and_evaluate(config, workdir: str, guard: preemption.PreemptionGuard,
   plan, mesh, step_rng = s.plan, s.mesh, s.step_rng
   lr_fn = optimizer.learning_rate_schedule(config, plan.steps_per_epoch)
   checkpointer = checkpointing.for_run(config, workdir)
+  unlogged = []
   if checkpointer.latest_step() is not None:
     state, meta, _ = checkpointer.restore(s.abstract_state)
     checkpointer.set_aside_damaged()
@@ -85,6 +86,7 @@ def _train_and_evaluate(config, workdir: str, guard: preemption.PreemptionGuard,
       logging.warning('Checkpoint was written with batch_size=%s, now %s: the data position '
                       'is counted in steps, so the example order shifts.',
                       meta.get('batch_size'), config.batch_size)
+    unlogged = _unlogged_from_json(meta.get(UNLOGGED_KEY, []))
     announce(f'Resumed from {checkpointer.directory} at step {int(state.step)}.')
   elif config.init_from:
     state = warm_start.init_from(s.state, config.init_from)
@@ -108,7 +110,8 @@ def _train_and_evaluate(config, workdir: str, guard: preemption.PreemptionGuard,
   batches = pipeline.train_iterator(
       config, global_batch_size=config.batch_size, start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
-  pending: list[tuple[int, dict[str, jax.Array]]] = []
+  # The steps since the last log line, with those a stopped run had not logged yet.
+  pending: list[tuple[int, dict[str, jax.Array]]] = unlogged
   last_eval: dict[str, float] = {}
   step = start_step
   timer = _Throughput(config.batch_size, start_step)
@@ -151,16 +154,36 @@ def _train_and_evaluate(config, workdir: str, guard: preemption.PreemptionGuard,
           print(f'eval step {step} | {_format(last_eval)}', flush=True)
       if step % config.checkpoint_every_steps == 0 or is_last:
         check()  # Never checkpoint past an unseen NaN step.
-        checkpointer.save(step, state, meta, force=is_last)
+        checkpointer.save(step, state, _with_unlogged(meta, pending), force=is_last)
     check()
     if step > start_step and step not in checkpointer.all_steps():
-      checkpointer.save(step, state, meta, force=True)  # Preempted, or off the interval.
+      # Preempted, or off the interval.
+      checkpointer.save(step, state, _with_unlogged(meta, pending), force=True)
     if preempted:
       checkpointer.wait()  # The promise to the scheduler: this step is on disk before exit 75.
       message = _preemption_message(guard.received, step, checkpointer)
   if preempted:
     raise Preempted(message)
   return last_eval
+
+
+# A checkpoint's meta keeps the metrics of its steps after the last log line: the resumed run
+# logs that interval's mean over the same per-step values as an uninterrupted run, bit for bit.
+UNLOGGED_KEY = 'unlogged_step_metrics'
+
+
+def _with_unlogged(meta: dict, pending: list[tuple[int, dict[str, jax.Array]]]) -> dict:
+  values = jax.device_get([metrics for _, metrics in pending])
+  # Each value with its dtype: the interval's mean must be taken in the same precision.
+  return {**meta, UNLOGGED_KEY: [
+      {'step': step, 'metrics': {k: [np.asarray(v).item(), np.asarray(v).dtype.str]
+                                 for k, v in m.items()}}
+      for (step, _), m in zip(pending, values)]}
+
+
+def _unlogged_from_json(entries: list[dict]) -> list[tuple[int, dict[str, np.ndarray]]]:
+  return [(e['step'], {k: np.asarray(value, dtype) for k, (value, dtype) in e['metrics'].items()})
+          for e in entries]
 
 
 def _preemption_message(signal_name: str, step: int, checkpointer) -> str:

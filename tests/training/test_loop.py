@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import chex
 import jax
@@ -10,11 +11,13 @@ import pytest
 
 import reliability_config
 from efficientnet_jax import config as config_lib
+from efficientnet_jax import errors
 from efficientnet_jax.errors import ConfigError
 from efficientnet_jax.input import pipeline
 from efficientnet_jax.models import efficientnet
 from efficientnet_jax.training import checkpointing
 from efficientnet_jax.training import evaluation
+from efficientnet_jax.training import hooks
 from efficientnet_jax.training import loop
 from efficientnet_jax.training import setup
 from efficientnet_jax.training import steps as steps_lib
@@ -191,3 +194,35 @@ def test_fewer_than_five_classes_report_top_k_over_all_of_them(tmp_path):
   metrics = evaluation.evaluate(config, s.state, s.eval_step, s.mesh)
   assert metrics['eval_top5_k'] == 2 and metrics['eval_top5'] == 1.0  # Top-2 of 2 classes.
   assert metrics['eval_ema_top5'] == 1.0 and 0.0 <= metrics['eval_top1'] <= 1.0
+
+
+class _SigtermAfter(hooks.StepHook):
+  """Sends this process SIGTERM after one step, as a scheduler's preemption notice would."""
+
+  def __init__(self, step: int):
+    self._step = step
+
+  def after_step(self, step: int) -> None:
+    if step == self._step:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_preempted_mid_log_interval_resumes_logging_the_same_means(tmp_path):
+  """Steps 1–2 of a 4-step log interval run before the stop: the resumed run's line is unchanged.
+
+  The checkpoint's meta carries the unlogged steps' metrics, so the interval's mean is taken over
+  the same four per-step values as in an uninterrupted run (a study's end train loss reads it).
+  """
+  config = tiny_config(total_steps=4, log_every_steps=4, eval_every_steps=4,
+                       checkpoint_every_steps=4)
+  stopped, straight = str(tmp_path / 'stopped'), str(tmp_path / 'straight')
+  with pytest.raises(errors.Preempted, match='SIGTERM received: stopped at step 2 '):
+    loop.train_and_evaluate(config, stopped, hooks=[_SigtermAfter(2)])
+  assert [l['step'] for l in _jsonl(stopped) if 'train_loss' in l] == []
+  loop.train_and_evaluate(config, stopped)
+  loop.train_and_evaluate(config, straight)
+  train_lines = lambda w: [{k: v for k, v in l.items() if k not in ('images_per_sec', 'time')}
+                           for l in _jsonl(w) if 'train_loss' in l]
+  assert train_lines(stopped) == train_lines(straight)  # JSON floats: the same bits.
+  assert [l['step'] for l in train_lines(stopped)] == [4]
