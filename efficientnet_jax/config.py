@@ -38,6 +38,10 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     'imagenet2012': {'num_classes': 1000, 'eval_split': 'validation'},
     'digits': {'num_classes': 10, 'eval_split': 'test', 'augment.flip': False,
                'augment.crop': 'pad_crop', 'normalization': 'inception', 'crop_padding': 0},
+    # The whole canvas resized to the trial's resolution: no crop, flip or augmentation.
+    'cluttered_digits': {'num_classes': 10, 'eval_split': 'test', 'augment.flip': False,
+                         'augment.crop': 'resize', 'augment.policy': 'none',
+                         'normalization': 'inception', 'crop_padding': 0},
     'imagenette': {'num_classes': 10, 'eval_split': 'validation'},
     'cifar10': {'num_classes': 10, 'eval_split': 'test', 'augment.crop': 'pad_crop',
                 'crop_padding': 0},
@@ -260,6 +264,8 @@ def _relevant(key: str, values: dict[str, Any]) -> bool:
     return False
   group = key.split('.')[0]
   if group in ('rmsprop', 'sgd', 'adamw') and group != values['optimizer']:
+    return False
+  if not schema.in_use(key, values):  # cluttered_digits.* with another dataset.
     return False
   if key.startswith('augment.randaugment') and values['augment.policy'] != 'randaugment':
     return False

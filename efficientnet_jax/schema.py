@@ -84,7 +84,8 @@ KEYS: tuple[Key, ...] = (
        "multiply-adds) or 'auto' (shift on CPU).", changes=RUN),
     _K('num_classes', int, 1000, 'Classifier outputs (a dataset preset sets it).'),
     # Data.
-    _K('dataset', str, 'imagenet2012', 'TFDS name, or digits (embedded) or folder (data_dir).'),
+    _K('dataset', str, 'imagenet2012', 'TFDS name, or digits (embedded), cluttered_digits (made '
+       'from them) or folder (data_dir).'),
     _K('data_dir', str, None, 'TFDS data directory, or the image folder root.', changes=NOTHING,
        optional=True),
     _K('manual_dir', str, None, 'Where TFDS finds manually downloaded archives (ImageNet).',
@@ -101,6 +102,19 @@ KEYS: tuple[Key, ...] = (
        'levels from the recipe\'s pixels; faster on large photos).'),
     _K('source_side', int, None, 'Digits only: area-reduce each image to this many pixels a side '
        'before preprocessing (never enlarged); unset: as stored.', optional=True),
+    # dataset=cluttered_digits (input/cluttered_digits.py); they change nothing for the others.
+    _K('cluttered_digits.canvas', int, 64, 'Cluttered digits: canvas side in pixels.'),
+    _K('cluttered_digits.digit_min', int, 12, 'Cluttered digits: smallest side a digit (placed or '
+       'cut for clutter) is enlarged to, from 8 px.'),
+    _K('cluttered_digits.digit_max', int, 16, 'Cluttered digits: largest such side.'),
+    _K('cluttered_digits.clutter', int, 8, 'Cluttered digits: pieces of other digits per canvas.'),
+    _K('cluttered_digits.clutter_size', int, 8, 'Cluttered digits: side of each piece in pixels.'),
+    _K('cluttered_digits.train_size', int, 10_000, 'Cluttered digits: train canvases (of the '
+       '1,437 train digits).'),
+    _K('cluttered_digits.test_size', int, 5_000, 'Cluttered digits: test canvases (of the 360 '
+       'test digits).'),
+    _K('cluttered_digits.seed', int, 0, 'Cluttered digits: seed of the canvases (not of '
+       'training).'),
     _K('shuffle_buffer', int, 16_384, 'Examples in the train shuffle buffer.', changes=RUN),
     _K('bad_image_policy', str, 'fail', 'An undecodable image: fail, or skip it.', changes=RUN),
     _K('data_service_address', str, None, 'tf.data service dispatcher (grpc://HOST:PORT) running '
@@ -203,6 +217,16 @@ def counts_for_identity(name: str) -> bool:
   """Whether a run's numbers depend on this key (RECIPE or RUN); unknown keys count."""
   key = BY_NAME.get(name)
   return key is None or key.changes != NOTHING
+
+
+# Key groups that only one dataset reads (group → dataset): with another they change nothing.
+DATASET_GROUPS = {'cluttered_digits': 'cluttered_digits'}
+
+
+def in_use(name: str, values: dict[str, Any]) -> bool:
+  """Whether key `name` can change a run with these flat values (a dataset's keys need it)."""
+  dataset = DATASET_GROUPS.get(name.split('.')[0])
+  return dataset is None or values.get('dataset') == dataset
 
 
 def is_recipe(name: str) -> bool:

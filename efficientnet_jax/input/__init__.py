@@ -1,6 +1,7 @@
 """Data: sources (TFDS, image folder, embedded digits) → deterministic, resumable numpy batches.
 
   sources.py           the datasets and their sizes (`dataset_info`)
+  cluttered_digits.py  the embedded digits as "cluttered MNIST" canvases (numpy; split by digit)
   pipeline.py          `train_iterator` / `eval_iterator`: order, sharding over processes, resume
   preprocessing.py     decode, crop, resize, flip, normalise (one image, in TF)
   augment.py           RandAugment and AutoAugment v0 on uint8 images (one image, in TF)

@@ -1,8 +1,17 @@
-"""The datasets: embedded digits, an image folder, or any prepared TFDS dataset.
+"""The datasets: embedded digits, cluttered digits, an image folder, or any prepared TFDS dataset.
 
 `config.dataset` picks one:
   * 'digits': scikit-learn's bundled `load_digits()` (1,797 8×8 grey digits, 0..16 → 0..255), in
     memory; a fixed stratified split: 360 test / 1,437 train examples (see `_digits_split`).
+  * 'cluttered_digits': the same digits as "cluttered MNIST" (Jaderberg et al. 2015): each example
+    a `cluttered_digits.canvas`-px grey canvas (64) holding one digit enlarged to 12–16 px at a
+    random place among pieces cut from other digits; the label is that digit's class. The digits
+    are split first (the digits' split), so test canvases (5,000 by default) show only test
+    digits, clutter included; train canvases (10,000) only train digits. Made in memory in under
+    a second from `cluttered_digits.seed`, the same bytes for the same keys
+    (`input/cluttered_digits.py`). The source's `groups` give each canvas's digit index, the unit
+    an interval over test top-1 should resample (several canvases share one digit). Unlike on
+    the 8×8 digits, a trial's resolution decides how much of the digit survives the resize.
   * 'folder': `config.data_dir/<split>/<class_name>/<image file>`; class ids are the sorted class
     folder names of the train split. Eval split 'validation' also finds a `val/` folder and vice
     versa, so a root holds `train/` plus `val/` (or `validation/`, `test/`). Files that are not
@@ -11,9 +20,9 @@
   * anything else: a TFDS name (features 'image' and 'label'), read from `config.data_dir`, never
     downloaded; datasets with manual download (imagenet2012) are prepared from `config.manual_dir`.
 
-`source(config, split)` gives an `IndexedSource` (random access, for digits and folders) or a
-TFDS builder; `dataset_info(config)` their sizes. The order in which `pipeline` reads them is
-defined there.
+`source(config, split)` gives an `IndexedSource` (random access, for the in-memory datasets and
+folders) or a TFDS builder; `dataset_info(config)` their sizes. The order in which `pipeline`
+reads them is defined there.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from efficientnet_jax import errors
+from efficientnet_jax.input import cluttered_digits
 
 _IMAGE_FORMATS = ('JPEG', 'PNG', 'BMP', 'GIF')  # What tf.io.decode_image reads.
 DIGITS_TEST_SIZE = 360
@@ -52,6 +62,9 @@ class IndexedSource:
   labels: np.ndarray  # int32 [N]
   images: np.ndarray | None = None  # uint8 [N, H, W, C], for in-memory sources
   paths: np.ndarray | None = None  # str [N], for file sources
+  # int32 [N] or None: examples with one value share their origin (cluttered digits: the index of
+  # the digit a canvas shows), the unit to resample for an interval; None: every example its own.
+  groups: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -91,15 +104,30 @@ def _digits_split(labels: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def _digits(split: str) -> IndexedSource:
-  from sklearn import datasets  # pylint: disable=g-import-not-at-top  (only this source needs it)
-  if split not in ('train', 'test'):
-    raise ValueError(f"The digits dataset has splits 'train' and 'test', not {split!r}.")
+def _all_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """All 1,797 digits: uint8 [N, 8, 8] grey 0..255, int32 labels [N], the test mask [N]."""
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top  (only the digits need it)
   digits = datasets.load_digits()
   labels = digits.target.astype(np.int32)
-  images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # grey, 0..255
-  keep = _digits_split(labels) == (split == 'test')
-  return IndexedSource(num_classes=10, labels=labels[keep], images=images[keep])
+  images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+  return images, labels, _digits_split(labels)
+
+
+@functools.lru_cache(maxsize=None)
+def _digits(split: str) -> IndexedSource:
+  if split not in ('train', 'test'):
+    raise ValueError(f"The digits dataset has splits 'train' and 'test', not {split!r}.")
+  images, labels, is_test = _all_digits()
+  keep = is_test == (split == 'test')
+  return IndexedSource(num_classes=10, labels=labels[keep], images=images[keep][..., None])
+
+
+@functools.lru_cache(maxsize=None)
+def _cluttered_digits(split: str, params: cluttered_digits.Params) -> IndexedSource:
+  """A split's canvases (`cluttered_digits.make`), made once per process and parameters."""
+  canvases = cluttered_digits.make(params, *_all_digits(), split)
+  return IndexedSource(num_classes=10, labels=canvases.labels, images=canvases.images,
+                       groups=canvases.digits)
 
 
 @functools.lru_cache(maxsize=None)
@@ -200,7 +228,8 @@ def _tfds_builder(name: str, data_dir: str | None, manual_dir: str | None):
   try:
     builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
   except tfds.core.registered.DatasetNotFoundError as error:
-    raise ValueError(f'Unknown dataset {name!r} (not digits, folder, or a TFDS name).') from error
+    raise ValueError(f'Unknown dataset {name!r} (not digits, cluttered_digits, folder, or a TFDS '
+                     'name).') from error
   if builder.is_prepared():
     return builder
   how = f'`tfds build {name} --data_dir={data_dir or "..."}'
@@ -227,7 +256,7 @@ def _tfds_builder(name: str, data_dir: str | None, manual_dir: str | None):
 
 
 def source(config, split: str) -> IndexedSource | Any:
-  """An `IndexedSource` for digits/folder, or a TFDS builder.
+  """An `IndexedSource` for digits, cluttered_digits and folder, or a TFDS builder.
 
   With `config.source_side` set, the digits are area-reduced to that many pixels a side (the
   resize to `image_size` then interpolates what is left).
@@ -238,6 +267,8 @@ def source(config, split: str) -> IndexedSource | Any:
     if side is not None and side < digits.images.shape[1]:
       return _reduced_digits(split, side)
     return digits
+  if config.dataset == 'cluttered_digits':
+    return _cluttered_digits(split, cluttered_digits.Params.from_config(config))
   if config.dataset == 'folder':
     if not config.data_dir:
       raise ValueError("config.data_dir must name the image folder root for dataset 'folder'.")
