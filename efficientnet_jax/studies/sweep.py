@@ -98,11 +98,14 @@ def trial_dir(workdir: str, trial_id: int, seed_index: int = 0) -> str:
 def config_hash(train_config) -> str:
   """A trial's identity: a short hash of `COMPUTATION_VERSION` and every key its numbers depend on.
 
-  The keys are the schema's RECIPE and RUN keys (`schema.counts_for_identity`): everything but
-  where files are and how often the loop logs, evaluates or checkpoints.
+  The keys are the schema's RECIPE and RUN keys (`schema.counts_for_identity`) that apply to
+  this config (`schema.in_use`): everything but where files are, how often the loop logs,
+  evaluates or checkpoints, and the keys of a dataset the trial does not read (so declaring a
+  new dataset's keys leaves the other datasets' trials their identities).
   """
-  values = {k: v for k, v in schema.flatten(train_config.to_dict()).items()
-            if schema.counts_for_identity(k)}
+  flat = schema.flatten(train_config.to_dict())
+  values = {k: v for k, v in flat.items()
+            if schema.counts_for_identity(k) and schema.in_use(k, flat)}
   text = json.dumps({'computation_version': COMPUTATION_VERSION, 'config': values},
                     sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:12]

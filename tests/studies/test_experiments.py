@@ -133,6 +133,14 @@ def test_a_trials_identity_is_every_key_its_numbers_depend_on_and_the_version(mo
     train = digits_search.get_config('short').train
     train[key] = value
     assert sweep.config_hash(train) == identity, key
+  # Another dataset's keys change nothing here; with that dataset they count.
+  train = digits_search.get_config('short').train
+  train.cluttered_digits.clutter = 3
+  assert sweep.config_hash(train) == identity
+  train.dataset = 'cluttered_digits'
+  cluttered = sweep.config_hash(train)
+  train.cluttered_digits.clutter = 4
+  assert cluttered != identity and sweep.config_hash(train) != cluttered
   # A trial's record carries its own config's identity: the study's `:detail` counts.
   trial = sweep.Trial(0, points.Point(0.5, 0.25, 24), {})
   plain, detail = (sweep.planned_record(trial, digits_search.get_config(arg))['train_config_hash']
