@@ -56,10 +56,14 @@ def validate(config, workdir: str | None = None) -> None:
   efficientnet.model_from_config(config)  # An unknown model name or field fails here.
   optimizer_lib.check_names(config)
   # Inside the function: outside input/, the input part is never imported at module level.
-  from efficientnet_jax.input import augment_policies  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top  (both TF-free)
+  from efficientnet_jax.input import augment_policies
+  from efficientnet_jax.input import cluttered_digits
   if config.augment.policy not in augment_policies.AUGMENT_POLICIES:
     raise ConfigError(f'Unknown augment.policy {config.augment.policy!r}; use one of: '
                       f"{', '.join(augment_policies.AUGMENT_POLICIES)} (e.g. :aug=randaugment).")
+  if config.dataset == 'cluttered_digits':  # Its parameters, before the config is printed.
+    cluttered_digits.Params.from_config(config).checked()
   steps_lib.check_global_batch(config.batch_size, config.grad_accum_steps, jax.device_count())
   steps_lib.check_bn_groups(config.bn_group_size, config.batch_size, config.grad_accum_steps,
                             jax.device_count())

@@ -11,6 +11,7 @@ from efficientnet_jax.input import data_service
 from efficientnet_jax.input import pipeline
 from efficientnet_jax.input import preprocessing
 from efficientnet_jax.input import sources
+from efficientnet_jax.training import setup
 
 # Small splits keep each test fast; the defaults (10,000 / 5,000) are checked once, for size.
 SMALL = {'cluttered_digits.train_size': 600, 'cluttered_digits.test_size': 400}
@@ -150,7 +151,10 @@ def test_bad_parameters_are_one_line_config_errors(key, value, message):
   config = _config(**{f'cluttered_digits.{key}': value})
   with pytest.raises(errors.ConfigError, match=message) as error:
     sources.source(config, 'train')
-  assert '\n' not in str(error.value) and f'cluttered_digits.' in str(error.value)
+  assert '\n' not in str(error.value) and 'cluttered_digits.' in str(error.value)
+  # `main` checks them before printing the config or writing anything (setup.validate).
+  with pytest.raises(errors.ConfigError, match=message):
+    setup.validate(config)
   with pytest.raises(ValueError, match="splits 'train' and 'test'"):
     sources.source(_config(), 'validation')
   with pytest.raises(errors.ConfigError, match='digits only'):
