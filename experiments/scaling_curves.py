@@ -23,6 +23,7 @@ from absl import app
 from absl import flags
 
 from efficientnet_jax import cli
+from efficientnet_jax.studies import comparisons
 from efficientnet_jax.studies import points
 from efficientnet_jax.studies import report
 from efficientnet_jax.studies import sweep
@@ -67,4 +68,5 @@ def summarize(config, results, workdir: str) -> None:
 if __name__ == '__main__':
   sweep.define_flags()
   flags.adopt_module_key_flags(sweep)  # --help lists --list, --count, --item, --trial, …
-  app.run(sweep.main(plan, summarize), flags_parser=cli.parse_flags)
+  app.run(sweep.main(plan, summarize, comparisons.curves_claims),
+          flags_parser=cli.parse_flags)

@@ -58,6 +58,38 @@ def checkpoint_metrics(config, directory: str, num_batches: int = 0,
   return result
 
 
+def checkpoint_predictions(config, directory: str, num_batches: int = 0,
+                           batch_size: int = 64) -> tuple[dict[str, Any], dict[str, Any]]:
+  """The latest checkpoint's metrics and per-example correctness, raw and recalibrated.
+
+  Restores once, evaluates the raw state, then (with `num_batches`) the recalibrated one, each
+  with `evaluation.evaluate_per_example`: the figures are those `checkpoint_metrics` gives, and
+  each correctness array's mean is its metric exactly.
+
+  Returns:
+    (metrics, predictions): metrics as `checkpoint_metrics` names them (top1, …, ema_loss), the
+    recalibrated ones prefixed 'recal_'; predictions {'labels', 'top1', 'ema_top1' (with EMA),
+    'recal_top1', 'recal_ema_top1' (with recalibration), 'groups' (when the source groups its
+    examples)}, numpy arrays in the eval split's order.
+  """
+  # pylint: disable-next=g-import-not-at-top  (TensorFlow's import is slow; only trials need it)
+  from efficientnet_jax.training import evaluation
+  s, state, _ = evaluation.restore(config, directory)
+  step = evaluation.per_example_eval_step(s.model, s.mesh)
+  states = {'': state}
+  if num_batches:
+    states['recal_'] = _recalibrate(s.model, state, config, num_batches, batch_size)
+  metrics, predictions = {}, {}
+  for prefix, evaluated in states.items():
+    figures, correct = evaluation.evaluate_per_example(s.config, evaluated, step, s.mesh)
+    figures = {k.removeprefix('eval_'): v for k, v in figures.items()}
+    metrics.update({f'{prefix}{k}': figures.get(k) for k in evaluation.RESULT_KEYS})
+    labels, groups = correct.pop('labels'), correct.pop('groups', None)
+    predictions.update({'labels': labels, **({} if groups is None else {'groups': groups}),
+                        **{f'{prefix}{k}': v for k, v in correct.items()}})
+  return metrics, predictions
+
+
 def _train_images_fn(config):
   """`(train batch images, step) -> model input`: augmented on the device if training does so."""
   from efficientnet_jax.input import device_preprocessing  # pylint: disable=g-import-not-at-top

@@ -8,6 +8,13 @@ A record trained with several seeds holds each metric's mean under the metric's 
 std as `<metric>_std` and every seed's figures (`seeds.py`): tables show `mean ± std` and, for
 the ranking metric, the per-seed values; plots draw the std as error bars. Records written
 before seeds existed read as one seed.
+
+Whether one model beats another is not read from the stds: each study's claims
+(`comparisons.py`) are tabled with their difference, its 95% interval over seeds and test images
+and a verdict (supported, contradicted or inconclusive), and each trial's own 95% interval is a
+column, all as `sweep.merge` computed them from the seeds' per-example predictions. Results
+without predictions get the difference and "no per-example predictions: interval not
+available".
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from matplotlib.figure import Figure
 
+from efficientnet_jax.studies import comparisons as comparisons_lib
 from efficientnet_jax.studies import seeds as seeds_lib
 from efficientnet_jax.studies import sweep
 
@@ -79,25 +87,26 @@ def search_table(records: Sequence[Record], metric: str = 'top1') -> str:
   """Markdown table of a compound search, one row per trial, the best (by mean) in bold."""
   winner = best(records, metric)['trial']
   header = ['trial', 'α', 'β', 'γ', 'α·β²·γ²', 'width', 'depth', 'res', 'params', 'MFLOPs',
-            'measured ×base', 'top-1', 'recal. top-1', 'EMA top-1', 'seeds', _SEEDS_COLUMN,
-            _LOSS_END_COLUMN, 'train s']
+            'measured ×base', 'top-1', 'recal. top-1', 'EMA top-1', _INTERVAL_COLUMN, 'seeds',
+            _SEEDS_COLUMN, _LOSS_END_COLUMN, 'train s']
   rows = []
   for r in sorted(records, key=lambda r: r['trial']):
     row = [str(r['trial']), _num(r['alpha'], 2), _num(r['beta'], 2), _num(r['gamma'], 3),
            _num(r['nominal_ratio'], 3), _num(r['width'], 3), _num(r['depth'], 3),
            str(r['resolution']), f'{r["params"]:,}', f'{r["flops"] / 1e6:.2f}',
            _num(r['flops_ratio'], 2), _mean_std(r, 'top1'), _mean_std(r, 'recal_top1'),
-           _mean_std(r, 'ema_top1'), str(seeds_lib.seed_count(r)), _per_seed(r, metric),
-           _mean_std(r, sweep.TRAIN_LOSS_END, 3), _num(r.get('train_seconds'), 0)]
+           _mean_std(r, 'ema_top1'), _interval(r, metric), str(seeds_lib.seed_count(r)),
+           _per_seed(r, metric), _mean_std(r, sweep.TRAIN_LOSS_END, 3),
+           _num(r.get('train_seconds'), 0)]
     rows.append([f'**{cell}**' for cell in row] if r['trial'] == winner else row)
-  return _table(*_drop_unused(header, rows, records))
+  return _table(*_drop_unused(header, rows, records, metric))
 
 
 def curves_table(records: Sequence[Record], metric: str = 'top1') -> str:
   """Markdown table of the scaling curves, grouped by series, then φ."""
   header = ['series', 'φ', 'coefficient', 'width', 'depth', 'res', 'params', 'MFLOPs',
-            'vs budget', 'top-1', 'recal. top-1', 'EMA top-1', 'seeds', _SEEDS_COLUMN,
-            _LOSS_END_COLUMN, 'train s']
+            'vs budget', 'top-1', 'recal. top-1', 'EMA top-1', _INTERVAL_COLUMN, 'seeds',
+            _SEEDS_COLUMN, _LOSS_END_COLUMN, 'train s']
   order = {name: i for i, name in enumerate(SERIES)}
   rows = []
   for r in sorted(records, key=lambda r: (order[r['series']], r['phi'])):
@@ -106,17 +115,17 @@ def curves_table(records: Sequence[Record], metric: str = 'top1') -> str:
                  _num(r['width'], 3), _num(r['depth'], 3), str(r['resolution']),
                  f'{r["params"]:,}', f'{r["flops"] / 1e6:.2f}',
                  '–' if budget is None else f'{budget:+.1%}', _mean_std(r, 'top1'),
-                 _mean_std(r, 'recal_top1'), _mean_std(r, 'ema_top1'),
+                 _mean_std(r, 'recal_top1'), _mean_std(r, 'ema_top1'), _interval(r, metric),
                  str(seeds_lib.seed_count(r)), _per_seed(r, metric),
                  _mean_std(r, sweep.TRAIN_LOSS_END, 3), _num(r.get('train_seconds'), 0)])
-  return _table(*_drop_unused(header, rows, records))
+  return _table(*_drop_unused(header, rows, records, metric))
 
 
 def width_table(records: Sequence[Record], metric: str = 'top1') -> str:
   """Markdown table of paper Fig. 4's models: grouped by (depth, resolution), then width."""
   header = ['trial', 'd', 'r', 'w', 'width', 'depth', 'res', 'params', 'MFLOPs',
-            'measured ×base', 'top-1', 'recal. top-1', 'EMA top-1', 'seeds', _SEEDS_COLUMN,
-            _LOSS_END_COLUMN, 'train s']
+            'measured ×base', 'top-1', 'recal. top-1', 'EMA top-1', _INTERVAL_COLUMN, 'seeds',
+            _SEEDS_COLUMN, _LOSS_END_COLUMN, 'train s']
   rows = []
   for curve in width_curves(records).values():
     for r in curve:
@@ -125,22 +134,33 @@ def width_table(records: Sequence[Record], metric: str = 'top1') -> str:
                    _num(r['width'], 3), _num(r['depth'], 3), str(r['resolution']),
                    f'{r["params"]:,}', f'{r["flops"] / 1e6:.2f}', _num(r['flops_ratio'], 2),
                    _mean_std(r, 'top1'), _mean_std(r, 'recal_top1'), _mean_std(r, 'ema_top1'),
-                   str(seeds_lib.seed_count(r)), _per_seed(r, metric),
+                   _interval(r, metric), str(seeds_lib.seed_count(r)), _per_seed(r, metric),
                    _mean_std(r, sweep.TRAIN_LOSS_END, 3),
                    _num(r.get('train_seconds'), 0)])
-  return _table(*_drop_unused(header, rows, records))
+  return _table(*_drop_unused(header, rows, records, metric))
 
 
 # The column of the ranking metric's per-seed values (shown when some trial has several seeds).
 _SEEDS_COLUMN = 'per seed'
 # The mean train loss of the last 10% of steps (results written before it have none: dropped).
 _LOSS_END_COLUMN = 'train loss (end)'
+# The ranking metric's 95% interval over seeds and test images (results with predictions only).
+_INTERVAL_COLUMN = '95% interval'
 
 
-def _drop_unused(header: list[str], rows: list[list[str]], records: Sequence[Record]):
-  """Drops the columns no record fills: recalibration, seeds (one seed), end train loss."""
+def _interval(record: Record, metric: str) -> str:
+  """'[0.9750, 0.9917]': the record's interval of `metric`, or '–' without predictions."""
+  interval = record.get(metric + comparisons_lib.INTERVAL_SUFFIX)
+  return '–' if interval is None else f'[{interval[0]:.4f}, {interval[1]:.4f}]'
+
+
+def _drop_unused(header: list[str], rows: list[list[str]], records: Sequence[Record],
+                 metric: str = 'top1'):
+  """Drops the columns no record fills: recalibration, interval, seeds (one seed), end loss."""
   if not _has(records, 'recal_top1'):  # Not evaluated after BN recalibration.
     header, rows = _drop_column(header, rows, 'recal. top-1')
+  if not _has(records, metric + comparisons_lib.INTERVAL_SUFFIX):  # No predictions.
+    header, rows = _drop_column(header, rows, _INTERVAL_COLUMN)
   if not _has(records, sweep.TRAIN_LOSS_END):
     header, rows = _drop_column(header, rows, _LOSS_END_COLUMN)
   if not _several_seeds(records):
@@ -264,17 +284,17 @@ def curve_series(records: Sequence[Record]) -> dict[str, list[Record]]:
 def write_search(records: Sequence[Record], workdir: str, metric: str = 'top1') -> str:
   """Writes results.md and search.png; returns the summary of the best triple.
 
-  The summary's first line names the best triple (by the mean over seeds); with several seeds a
-  second line says whether it is within one standard deviation of the runner-up (`margin_line`).
+  The summary's first line names the best triple (by the mean over seeds); a second line its lead
+  over the runner-up, with the interval and verdict where there are predictions (`lead_line`).
   """
   winner = best(records, metric)
   summary = (f'best triple: alpha={winner["alpha"]:g} beta={winner["beta"]:g} '
              f'gamma={winner["gamma"]:g} (trial {winner["trial"]}): {metric} '
              f'{_mean_std(winner, metric)} at {winner["flops_ratio"]:.2f}× baseline FLOPs '
              f'(nominal α·β²·γ² = {winner["nominal_ratio"]:.3f})')
-  margin = margin_line(records, metric)
-  if margin:
-    summary += '\n' + margin
+  lead = lead_line(records, metric)
+  if lead:
+    summary += '\n' + lead
   text = ('# Compound search: φ = 1, (α, β, γ) on a grid\n\n'
           f'Ranked by `{metric}`'
           + (' ("recal.": after BN recalibration)' if _has(records, 'recal_top1') else '') +
@@ -282,31 +302,91 @@ def write_search(records: Sequence[Record], workdir: str, metric: str = 'top1') 
            f'`{metric}`)' if _several_seeds(records) else '') +
           '. "measured ×base" is the FLOPs ratio over the baseline measured '
           'on the built models; α·β²·γ² is the nominal one (rounding of filters, repeats and '
-          'resolution makes them differ).\n\n' + search_table(records, metric) +
-          f'\n{summary}\n')
+          'resolution makes them differ).' + _interval_note(records, metric) + '\n\n' +
+          search_table(records, metric) + f'\n{summary}\n' +
+          _claims_section(search_comparisons(records, metric)))
   _write(os.path.join(workdir, 'results.md'), text)
   plot_search(records, metric).savefig(os.path.join(workdir, 'search.png'), dpi=120)
   return summary
 
 
-def margin_line(records: Sequence[Record], metric: str = 'top1') -> str | None:
-  """Whether the best trial is within one standard deviation of the runner-up; None if it can't say.
+def lead_line(records: Sequence[Record], metric: str = 'top1') -> str | None:
+  """The runner-up and the best's lead over it: its 95% interval and verdict, or why there are none.
 
-  Within one std: the winner's mean minus the runner-up's mean is less than the larger of their
-  two sample standard deviations (`seeds.margin`). None with a single trial, or when neither of
-  the two has a std (one seed each).
+  None with a single trial. The verdict is on the claim "the best beats the runner-up"
+  (`comparisons.search_claims`); the two were picked on the same test images, so the lead is
+  biased upward and 'supported' is the most the line can say.
   """
   if len(records) < 2:
     return None
-  winner, runner_up = ranked(records, metric)[:2]
-  m = seeds_lib.margin(winner, runner_up, metric)
-  if m.within_one_std is None:
-    return None
-  verdict = ('within one standard deviation: the seeds do not separate them' if m.within_one_std
-             else 'more than one standard deviation')
+  runner_up = ranked(records, metric)[1]
+  [comparison] = search_comparisons(records, metric)
   return (f'runner-up: trial {runner_up["trial"]} ({_labels(runner_up)}), {metric} '
-          f'{_mean_std(runner_up, metric)}; the best leads by {m.lead:.4f}, {verdict} (the '
-          f'larger of their two sample stds: {m.spread:.4f})')
+          f'{_mean_std(runner_up, metric)}; the best leads by {_signed(comparison["difference"])}'
+          f'{_judged(comparison)}')
+
+
+def search_comparisons(records: Sequence[Record], metric: str = 'top1') -> list[dict[str, Any]]:
+  """The search's claim (the best beats the runner-up) as results.json holds it, or without an
+  interval for results without predictions (`comparisons.stored`)."""
+  return comparisons_lib.stored(comparisons_lib.search_claims(records, metric), records, metric)
+
+
+def curves_comparisons(records: Sequence[Record], metric: str = 'top1') -> list[dict[str, Any]]:
+  """Compound vs each single dimension at each φ > 0 (`comparisons.curves_claims`)."""
+  return comparisons_lib.stored(comparisons_lib.curves_claims(records, metric), records, metric)
+
+
+def width_comparisons(records: Sequence[Record], metric: str = 'top1') -> list[dict[str, Any]]:
+  """Fig. 4's claim per (d, r) curve: widening gains more there (`comparisons.width_claims`)."""
+  return comparisons_lib.stored(comparisons_lib.width_claims(records, metric), records, metric)
+
+
+def comparison_table(comparisons: Sequence[Mapping[str, Any]]) -> str:
+  """Markdown table of claims: difference, 95% interval, verdict, and what they rest on."""
+  header = ['claim', 'metric', 'difference', '95% interval', 'verdict', 'seeds × test units']
+  rows = []
+  for c in comparisons:
+    interval = c['interval']
+    rows.append([c['claim'], c['metric'], _signed(c['difference']),
+                 '–' if interval is None else f'[{interval[0]:+.4f}, {interval[1]:+.4f}]',
+                 (c['verdict'] or '–') + (f' ({c["note"]})' if c['note'] else ''),
+                 '–' if c['seeds'] is None else f'{len(c["seeds"])} × {c["groups"]:,}'])
+  return _table(header, rows)
+
+
+def _judged(comparison: Mapping[str, Any]) -> str:
+  """', 95% interval [-0.0056, +0.0111] over 3 seed(s) × 360 test units: inconclusive', or ': '
+  and why there is no interval."""
+  interval, note = comparison['interval'], comparison['note']
+  if interval is None:
+    return f': {note}'
+  return (f', 95% interval [{interval[0]:+.4f}, {interval[1]:+.4f}] over '
+          f'{len(comparison["seeds"])} seed(s) × {comparison["groups"]:,} test units: '
+          f'{comparison["verdict"]}' + (f' ({note})' if note else ''))
+
+
+def _signed(value) -> str:
+  return '–' if value is None else f'{value:+.4f}'
+
+
+def _claims_section(comparisons: Sequence[Mapping[str, Any]]) -> str:
+  """The results.md section of a study's claims (empty without any)."""
+  if not comparisons:
+    return ''
+  return ('\n## Claims\n\nEach claim\'s difference of the means, its 95% interval over the '
+          'seeds and the test images (a paired bootstrap: `efficientnet_jax/studies/'
+          'statistics.py`) and the verdict: supported (the interval excludes 0 on the claimed '
+          'side), contradicted (on the other side) or inconclusive (it contains 0, or there is '
+          'one seed). "Test units" are the resampled test examples, or their groups when '
+          'several share a source.\n\n' + comparison_table(comparisons))
+
+
+def _interval_note(records: Sequence[Record], metric: str) -> str:
+  if not _has(records, metric + comparisons_lib.INTERVAL_SUFFIX):
+    return ''
+  return (f' "95% interval": the mean `{metric}`\'s interval over the seeds and test images '
+          '(with one seed, over the test images only).')
 
 
 def _labels(record: Record) -> str:
@@ -325,8 +405,9 @@ def write_curves(records: Sequence[Record], workdir: str, metric: str = 'top1') 
   text = ('# Scaling curves: compound vs single-dimension scaling at equal FLOPs\n\n'
           'Each single-dimension model is solved to the measured FLOPs of the compound model of '
           'the same φ ("vs budget": how close the rounding let it get).' + _seeds_note(records) +
-          '\n\n' + f'{metric} (MFLOPs) per FLOPs budget:\n\n' + ablation_table(records, metric) +
-          '\nAll trials:\n\n' + curves_table(records, metric) + '\n```\n' + summary + '\n```\n')
+          _interval_note(records, metric) + '\n\n' + f'{metric} (MFLOPs) per FLOPs budget:\n\n' +
+          ablation_table(records, metric) + '\nAll trials:\n\n' + curves_table(records, metric) +
+          '\n```\n' + summary + '\n```\n' + _claims_section(curves_comparisons(records, metric)))
   _write(os.path.join(workdir, 'results.md'), text)
   plot_curves(records, metric).savefig(os.path.join(workdir, 'curves.png'), dpi=120)
   return summary
@@ -343,8 +424,9 @@ def write_width_curves(records: Sequence[Record], workdir: str, metric: str = 't
   summary = '\n'.join(lines)
   text = ('# Width scaling for different baseline depths and resolutions (paper Fig. 4)\n\n'
           'd, r, w: the depth, resolution and width coefficients over the baseline; FLOPs are '
-          'measured on the built models.' + _seeds_note(records) + '\n\n' +
-          width_table(records, metric) + '\n```\n' + summary + '\n```\n')
+          'measured on the built models.' + _seeds_note(records) +
+          _interval_note(records, metric) + '\n\n' + width_table(records, metric) + '\n```\n' +
+          summary + '\n```\n' + _claims_section(width_comparisons(records, metric)))
   _write(os.path.join(workdir, 'results.md'), text)
   plot_width_curves(records, metric).savefig(os.path.join(workdir, 'width_by_depth_res.png'),
                                              dpi=120)

@@ -1,4 +1,4 @@
-"""Several training seeds per trial: which seeds, how their figures combine, when a lead is real.
+"""Several training seeds per trial: which seeds, and how their figures combine.
 
 An experiment config's `seeds` (default 1) is how many times each trial is trained. Seed index
 S = 0, 1, …, seeds − 1 trains with `config.train.seed + S`, so seed index 0 is exactly the
@@ -10,15 +10,13 @@ metric, the mean over its seeds under the metric's own name (so code that reads 
 mean) and the sample standard deviation (ddof = 1) as `<metric>_std`; with one seed there is no
 spread to measure and `<metric>_std` is None, not 0.
 
-"Within one standard deviation" (`margin`): the winner (highest mean) is within one standard
-deviation of the runner-up (second-highest mean) when the difference of their means is less than
-the larger of their two sample standard deviations. Using the larger one makes the statement
-conservative: a lead counts as clear only if it exceeds the spread of either trial's seeds.
+Whether one trial beats another is not read from these stds (a difference within or beyond some
+multiple of a std is no test at 3 seeds): `comparisons.py` tests each study's claims with an
+interval over seeds and test images (`statistics.py`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from typing import Any, Mapping, Sequence
 
@@ -94,27 +92,3 @@ def per_seed(record: Mapping[str, Any], metric: str) -> list[float | None]:
 def seed_count(record: Mapping[str, Any]) -> int:
   """How many seeds a record's figures come from."""
   return len(record.get(PER_SEED) or [None])
-
-
-@dataclasses.dataclass(frozen=True)
-class Margin:
-  """How far the winner's mean leads the runner-up's, against the seeds' spread.
-
-  Attributes:
-    lead: the winner's mean minus the runner-up's (≥ 0).
-    spread: the larger of the two records' sample standard deviations; None when neither has
-      one (every trial trained with one seed).
-  """
-  lead: float
-  spread: float | None
-
-  @property
-  def within_one_std(self) -> bool | None:
-    """lead < spread; None when there is no spread to compare with."""
-    return None if self.spread is None else self.lead < self.spread
-
-
-def margin(winner: Mapping[str, Any], runner_up: Mapping[str, Any], metric: str) -> Margin:
-  """The winner's lead over the runner-up in `metric`, and the larger of their two stds."""
-  spreads = [s for s in (std(winner, metric), std(runner_up, metric)) if s is not None]
-  return Margin(winner[metric] - runner_up[metric], max(spreads) if spreads else None)

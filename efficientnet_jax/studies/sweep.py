@@ -10,17 +10,21 @@ but trains nothing), then each trial trains in `DIR/trials/K/` with `loop.train_
   S trains with `train.seed + S`); seed index 0 trains in `DIR/trials/K/`, seed index S ≥ 1 in
   `DIR/trials/K-seedS/`, so a single-seed sweep's directories are what they always were;
 * a finished item has `result.json` in its directory (written atomically, last) and is skipped on
-  rerun; an unfinished one resumes from its own checkpoints; one being trained holds the lock in
-  its directory (`locks.py`), and a second copy stops (exit 73) or, in a run of several items,
-  skips it;
+  rerun; beside it, `predictions.npz` holds each test example's top-1 correctness, the labels and
+  any group ids (`read_predictions`: what the intervals of `comparisons.py` are computed from);
+  an unfinished item resumes from its own checkpoints; one being trained holds the lock in its
+  directory (`locks.py`), and a second copy stops (exit 73) or, in a run of several items, skips
+  it;
 * `--list` prints one shell command per item (`--trial=K`, plus `--seed=S` when N > 1), so a
   cluster or pod sweep runs them anywhere that sees DIR, in any order, in parallel; `--trial=K`
   alone runs every seed of trial K in turn; `--item=N` runs the item of `--list`'s line N and
   `--count` prints how many there are (a job array: `--array=0-$((count-1))`, `--item=$TASK`;
   `experiments/launch.py` submits one through submitit);
 * merging reads every finished `result.json`, combines each trial's seeds (mean, sample std and
-  every seed's figures: `seeds.aggregate`) and writes `DIR/results.json` sorted by trial id, so
-  it is the same whichever process ran which item, except for the fields in `TIMING_FIELDS`.
+  every seed's figures: `seeds.aggregate`), adds each trial's interval and the study's claims
+  with their differences, intervals and verdicts (`comparisons.py`, from the predictions) and
+  writes `DIR/results.json` sorted by trial id, so it is the same whichever process ran which
+  item, except for the fields in `TIMING_FIELDS`.
 
 Each result remembers what it was trained for (its record and a hash of the training config); a
 rerun with a different config in the same DIR stops with an error instead of mixing results.
@@ -45,6 +49,7 @@ from ml_collections import config_flags
 from efficientnet_jax import cli
 from efficientnet_jax import errors
 from efficientnet_jax import schema
+from efficientnet_jax.studies import comparisons as comparisons_lib
 from efficientnet_jax.studies import locks
 from efficientnet_jax.studies import plan_cache
 from efficientnet_jax.studies import points as points_lib
@@ -53,6 +58,8 @@ from efficientnet_jax.studies import seeds as seeds_lib
 FLAGS = flags.FLAGS
 RESULT_FILE = 'result.json'
 RESULTS_FILE = 'results.json'
+# A seed's per-example correctness, beside its result.json (`write_predictions`).
+PREDICTIONS_FILE = 'predictions.npz'
 # Fields of the process that ran a seed: its wall-clock, and its environment (JAX, the device,
 # XLA_FLAGS: what a result's bits also depend on, recorded so that two results of one identity
 # that differ can be traced). They differ between a sequential and a distributed run of the same
@@ -64,10 +71,17 @@ TIMING_FIELDS = ('train_seconds', 'environment')
 # change are refused by name instead of being reused (tests/studies/test_identity.py pins a tiny
 # trial's numbers to this version: it fails until the version is bumped).
 COMPUTATION_VERSION = 2
-# The layout of result.json / results.json records.
-RESULTS_VERSION = 2
+# The layout of result.json / results.json records: bump it when their fields change. 3: a seed
+# has predictions.npz beside its result.json, and results.json records carry
+# `<metric>_interval` and `comparisons`. A seed's result.json of an earlier layout listed in
+# `_READABLE_RESULTS_VERSIONS` holds the same figures of the same computation and is still read
+# (its comparisons say it has no predictions); any other is refused by name.
+RESULTS_VERSION = 3
+_READABLE_RESULTS_VERSIONS = (2, 3)
 # Every JSON file of DIR (plan, results) is written atomically, by one writer.
 _write_json = plan_cache.write_json
+# A study's claims from its merged records and ranking metric (`comparisons.search_claims`, …).
+Claims = Callable[[Sequence[Mapping[str, Any]], str], Sequence[comparisons_lib.Claim]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,8 +156,15 @@ def load_result(workdir: str, trial: Trial, config, seed_index: int = 0) -> dict
         f'{path} was computed by an earlier version of the code (computation version {version}, '
         f'this code computes version {COMPUTATION_VERSION}): its numbers are not what this code '
         'would give; use a new --workdir (or delete that trial directory) to recompute it.')
+  layout = result.get('results_version')
+  if layout not in _READABLE_RESULTS_VERSIONS:
+    raise errors.ConfigError(
+        f'{path} has results layout {layout}; this code reads layouts '
+        f'{list(_READABLE_RESULTS_VERSIONS)}: use a new --workdir (or delete that trial '
+        'directory) to recompute it.')
   expected = planned_record(trial, config, seed_index)
-  stale = {k: (result.get(k), v) for k, v in expected.items() if result.get(k) != v}
+  stale = {k: (result.get(k), v) for k, v in expected.items()
+           if k != 'results_version' and result.get(k) != v}
   if stale:
     raise errors.ConfigError(
         f'{path} was trained for another config (field: (stored, planned) = {stale}); use a new '
@@ -178,7 +199,12 @@ def train_loss_end(directory: str, total_steps: int) -> float | None:
 
 
 def run_trial(workdir: str, trial: Trial, config, seed_index: int = 0) -> dict[str, Any]:
-  """Trains (or resumes) one seed of a trial and writes its result.json; returns the result.
+  """Trains (or resumes) one seed of a trial, writes predictions.npz and result.json; returns it.
+
+  The figures and the per-example correctness come from one evaluation of the final checkpoint
+  (`recalibration.checkpoint_predictions`: raw, then after BN recalibration if the study asks),
+  so that each correctness array's mean is its figure exactly; the training loop's last
+  evaluation, of the same state, gives the same figures.
 
   Raises:
     errors.Preempted: training stopped early (a signal); the checkpoint is kept.
@@ -195,7 +221,7 @@ def run_trial(workdir: str, trial: Trial, config, seed_index: int = 0) -> dict[s
   train_config = trial_config(trial, config)
   train_config.seed = seeds_lib.training_seed(config, seed_index)
   start = time.time()
-  metrics = loop.train_and_evaluate(train_config, directory)
+  loop.train_and_evaluate(train_config, directory)
   plan = setup.plan_for_dataset(train_config)
   checkpointer = checkpointing.for_run(train_config, directory, create=False)
   step = checkpointer.latest_step()
@@ -203,22 +229,46 @@ def run_trial(workdir: str, trial: Trial, config, seed_index: int = 0) -> dict[s
   if step is None or step < plan.total_steps:
     raise errors.Preempted(f'Trial {trial.id} stopped at step {step} of {plan.total_steps}; '
                            'rerun the same command to resume it.')
-  if metrics:
-    metrics = {k.removeprefix('eval_'): v for k, v in metrics.items()}
-  else:  # Killed after its last checkpoint but before result.json: evaluate that checkpoint.
-    metrics = recalibration.checkpoint_metrics(train_config, directory, num_batches=0)
   result = planned_record(trial, config, seed_index)
+  recal_batches = result['recal_batches']
+  metrics, predictions = recalibration.checkpoint_predictions(train_config, directory,
+                                                              num_batches=recal_batches)
   result.update(steps=plan.total_steps, **{k: metrics.get(k) for k in _METRICS})
   result[TRAIN_LOSS_END] = train_loss_end(directory, plan.total_steps)
-  recal_batches = result['recal_batches']
   if recal_batches:
-    recal = recalibration.checkpoint_metrics(train_config, directory, num_batches=recal_batches)
-    result.update({f'recal_{k}': recal.get(k) for k in _METRICS})
+    result.update({f'recal_{k}': metrics.get(f'recal_{k}') for k in _METRICS})
   result['train_seconds'] = round(time.time() - start, 1)
   result['environment'] = environment()
   if jax.process_index() == 0:
-    _write_json(os.path.join(directory, RESULT_FILE), result)
+    write_predictions(directory, predictions)
+    _write_json(os.path.join(directory, RESULT_FILE), result)  # Last: it marks the seed done.
   return result
+
+
+def write_predictions(directory: str, predictions: Mapping[str, Any]) -> None:
+  """Writes a seed's predictions.npz atomically (a temporary file, then a rename).
+
+  The arrays, all in the eval split's order: 'labels' (int32), each evaluated figure's
+  per-example top-1 correctness under the figure's name ('top1', 'ema_top1', 'recal_top1',
+  'recal_ema_top1'; uint8 0/1: its mean is the figure) and, when the source groups its examples
+  (several test canvases from one source digit), 'groups'.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top  (`--list` needs no numpy)
+  path = os.path.join(directory, PREDICTIONS_FILE)
+  temporary = f'{path}.{os.getpid()}.tmp'
+  with open(temporary, 'wb') as f:
+    np.savez_compressed(f, **predictions)
+  os.replace(temporary, path)
+
+
+def read_predictions(workdir: str, trial_id: int, seed_index: int = 0) -> dict[str, Any] | None:
+  """A seed's predictions.npz as {name: numpy array} (`write_predictions`), or None."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  path = os.path.join(trial_dir(workdir, trial_id, seed_index), PREDICTIONS_FILE)
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as data:
+    return {name: data[name] for name in data.files}
 
 
 def environment() -> dict[str, Any]:
@@ -251,19 +301,27 @@ def items(trials: Sequence[Trial], config) -> list[tuple[Trial, int]]:
   return [(t, s) for t in trials for s in range(seeds_lib.count(config))]
 
 
-def merge(workdir: str, trials: Sequence[Trial], config) -> list[dict[str, Any]]:
+def merge(workdir: str, trials: Sequence[Trial], config,
+          claims: Claims | None = None) -> list[dict[str, Any]]:
   """Writes `DIR/results.json`: one record per trial with a finished seed, by trial id.
 
-  Each record combines the trial's finished seeds (`seeds.aggregate`); `unfinished` names the
-  seeds still missing. Returns the records.
+  Each record combines the trial's finished seeds (`seeds.aggregate`) and has this code's
+  `results_version`; with predictions, its `<metric>_interval` for the ranking metric
+  (`config.metric`), and `claims(records, metric)` (the study's `comparisons.*_claims`) add each
+  claim's comparison to the record it is about (`comparisons.add_to_records`). `unfinished`
+  names the seeds still missing. Returns the records.
   """
   by_trial: dict[int, list[dict[str, Any]]] = {}
   for trial, seed_index in items(trials, config):
     result = load_result(workdir, trial, config, seed_index)
     if result is not None:
       by_trial.setdefault(trial.id, []).append(result)
-  records = [seeds_lib.aggregate(by_trial[k], _metric_fields(by_trial[k]), TIMING_FIELDS)
-             for k in sorted(by_trial)]
+  records = [{**seeds_lib.aggregate(by_trial[k], _metric_fields(by_trial[k]), TIMING_FIELDS),
+              'results_version': RESULTS_VERSION} for k in sorted(by_trial)]
+  metric = config.metric
+  records = comparisons_lib.add_to_records(
+      records, metric, lambda trial_id, s: read_predictions(workdir, trial_id, s),
+      claims(records, metric) if claims is not None and records else ())
   _write_json(os.path.join(workdir, RESULTS_FILE), records)
   return records
 
@@ -393,10 +451,12 @@ def trial_commands(trials: Sequence[Trial], argv: Sequence[str],
   return commands
 
 
-def main(planner: Planner, reporter: Reporter) -> Callable[[list[str]], None]:
+def main(planner: Planner, reporter: Reporter,
+         claims: Claims | None = None) -> Callable[[list[str]], None]:
   """The absl main of an experiment script: list, count, run one item or trial, run all, merge.
 
-  Run it as `app.run(sweep.main(plan, report), flags_parser=cli.parse_flags)`: bad input is one
+  `claims` are the study's claims (`comparisons.search_claims`, …), tested at the merge. Run it
+  as `app.run(sweep.main(plan, report, claims), flags_parser=cli.parse_flags)`: bad input is one
   `error:` line and exit 2, an interrupted (preempted) item exit 75 (rerun to resume it), an item
   that another process is training exit 73 (`locks.ITEM_LOCKED_EXIT_CODE`).
   """
@@ -433,7 +493,7 @@ def main(planner: Planner, reporter: Reporter) -> Callable[[list[str]], None]:
     if not FLAGS.merge:
       for trial, seed_index in every_item:
         _run_or_skip(workdir, trial, config, len(trials), seed_index)
-    results = merge(workdir, trials, config)
+    results = merge(workdir, trials, config, claims)
     missing = unfinished(workdir, trials, config)
     if missing:
       print(f'not finished yet: {_describe(missing, seed_count)} (run them, then --merge again)',

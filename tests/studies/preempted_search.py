@@ -23,6 +23,7 @@ from absl import flags
 
 import fault_injection
 from efficientnet_jax import cli
+from efficientnet_jax.studies import comparisons
 from efficientnet_jax.studies import sweep
 from efficientnet_jax.training import loop
 from experiments import compound_search
@@ -60,5 +61,6 @@ if __name__ == '__main__':
   loop.train_and_evaluate = _train_with_window  # `sweep.run_trial` looks it up at each call.
   sweep.define_flags()
   flags.adopt_module_key_flags(sweep)
-  app.run(sweep.main(compound_search.plan, compound_search.summarize),
+  app.run(sweep.main(compound_search.plan, compound_search.summarize,
+                     comparisons.search_claims),
           flags_parser=cli.parse_flags)

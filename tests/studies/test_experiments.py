@@ -19,10 +19,12 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import reliability_helpers as rh
 import shared_runs
+from efficientnet_jax.studies import comparisons
 from efficientnet_jax.studies import grid
 from efficientnet_jax.studies import points
 from efficientnet_jax.studies import proxies
@@ -226,6 +228,32 @@ def test_full_run_writes_results_and_prints_the_best_triple(tiny_search):
 
 
 @pytest.mark.slow
+def test_each_seed_saves_its_test_predictions_and_the_merge_tests_the_claim(tiny_search):
+  workdir, stdout = tiny_search
+  for trial in (0, 1):
+    with open(os.path.join(sweep.trial_dir(workdir, trial), sweep.RESULT_FILE)) as f:
+      result = json.load(f)
+    predictions = sweep.read_predictions(workdir, trial)
+    assert predictions['labels'].shape == (360,) and predictions['labels'].dtype == np.int32
+    assert 'groups' not in predictions  # Digits: every test image its own source.
+    # Each figure is its per-example correctness's mean, exactly: the raw and recalibrated
+    # evals, with and without EMA weights.
+    for metric in ('top1', 'ema_top1', 'recal_top1', 'recal_ema_top1'):
+      assert predictions[metric].dtype == np.uint8 and predictions[metric].shape == (360,)
+      assert predictions[metric].mean() == result[metric], (trial, metric)
+    assert result['results_version'] == sweep.RESULTS_VERSION
+  results = _results(workdir)
+  assert all(r['top1_interval'][0] < r['top1'] < r['top1_interval'][1] for r in results)
+  [comparison] = results[0]['comparisons']  # Trial 0 is the best: the claim is about it.
+  assert comparison['difference'] == pytest.approx(results[0]['top1'] - results[1]['top1'],
+                                                   abs=1e-12)
+  # One seed: an interval over the test images, no verdict beyond inconclusive.
+  assert comparison['verdict'] == 'inconclusive' and comparison['note'] == comparisons.ONE_SEED
+  assert comparison['seeds'] == [0] and comparison['groups'] == 360
+  assert 'test units: inconclusive (one seed' in stdout
+
+
+@pytest.mark.slow
 def test_listed_trials_run_apart_and_merge_like_a_sequential_run(tiny_search, tmp_path,
                                                                  search_root):
   workdir = str(tmp_path / 'sweep')
@@ -240,7 +268,7 @@ def test_listed_trials_run_apart_and_merge_like_a_sequential_run(tiny_search, tm
   assert not os.path.exists(os.path.join(workdir, sweep.RESULTS_FILE))  # --trial never merges.
   # What `--merge` runs (in this process: it only plans, merges and draws).
   config = digits_search.get_config('tiny')
-  merged = sweep.merge(workdir, compound_search.plan(config), config)
+  merged = sweep.merge(workdir, compound_search.plan(config), config, comparisons.search_claims)
   assert sweep.without_timing(merged) == sweep.without_timing(_results(tiny_search[0]))
   assert _results(workdir) == merged
 
@@ -301,6 +329,11 @@ def test_notebook_executes_on_saved_results(tmp_path):
   assert not [o for o in outputs if o.output_type == 'error']
   text = ''.join(o.get('text', '') for o in outputs)
   assert 'best: alpha=' in text
+  # Saved results without per-example predictions: their lead has no interval, and says so.
+  assert 'the best leads by +0.0361: no per-example predictions: interval not available' in text
+  tables = ''.join(o.get('data', {}).get('text/markdown', '') for o in outputs)
+  assert 'compound scaling beats width-only scaling at φ = 1' in tables
+  assert 'widening w = 1 → 1.4 gains more at d=2, r=1.3' in tables
   assert 'width: 4 trials' in text
   assert 'b0: phi 2.5, ' in text and 'MBConv6, k5x5' in text  # Table 1 of a scaled B0.
   # search, ratios, curves, width curves, Table 1's per-stage shares.

@@ -131,3 +131,9 @@ def test_a_studies_trial_runs_on_two_processes_like_on_one(tiny_search, tmp_path
     assert math.isclose(pair[key], single[key], rel_tol=1e-4), (key, pair[key], single[key])
   for key in ('top1', 'recal_top1'):
     assert abs(pair[key] - single[key]) <= 1 / 360 + 1e-9, (key, pair[key], single[key])
+  # Process 0 saved the whole test set's correctness, in the source's order (the labels are the
+  # single process's), each figure its mean.
+  predictions = sweep.read_predictions(str(workdir), 0)
+  assert (predictions['labels'] == sweep.read_predictions(tiny_search[0], 0)['labels']).all()
+  for key in ('top1', 'ema_top1', 'recal_top1', 'recal_ema_top1'):
+    assert predictions[key].mean() == pair[key], key
