@@ -12,6 +12,7 @@ process of the session.
 """
 
 import json
+import math
 import os
 import pathlib
 import shlex
@@ -36,6 +37,7 @@ from experiments import scaling_curves
 from experiments.configs import digits_curves
 from experiments.configs import digits_search
 from experiments.configs import digits_width_by_depth_res
+from experiments.configs import imagenette_search
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SEARCH, TINY_SEARCH = shared_runs.SEARCH, shared_runs.TINY_SEARCH
@@ -63,6 +65,16 @@ def test_grid_keeps_only_triples_within_tolerance():
                                    target=search.target, tolerance=search.tolerance)
   assert len(shipped) >= 6
   assert all(abs(t.nominal_ratio / 2.0 - 1.0) <= search.tolerance + 1e-9 for t in shipped)
+
+
+def test_imagenette_grid_admits_the_papers_own_triple():
+  """(1.2, 1.1, 1.15): α·β²·γ² = 1.920, 4% below 2; a search that excludes it cannot find it."""
+  search = imagenette_search.get_config().search
+  triples = grid.enumerate_triples(search.alphas, search.betas, search.gammas,
+                                   target=search.target, tolerance=search.tolerance)
+  assert any(math.isclose(t.alpha, 1.2) and math.isclose(t.beta, 1.1) and
+             math.isclose(t.gamma, 1.15) for t in triples)
+  assert len(triples) == 109  # As experiments/README.md and the config's docstring say.
 
 
 def _tiny_train():
