@@ -1,0 +1,91 @@
+"""The scaling studies' numbers in the docs, checked against the committed results.json files.
+
+Each figure the README and experiments/README.md quote from a committed run is recomputed here
+from that run's `docs/scaling/<run>/results.json`, and must appear in the text as written: a
+re-run that changes a result fails this test until the prose follows the data.
+"""
+
+import json
+import os
+import re
+
+import pytest
+from scipy import stats
+
+ROOT = os.path.join(os.path.dirname(__file__), '..', '..')
+
+
+def _results(run: str) -> list[dict]:
+  with open(os.path.join(ROOT, 'docs', 'scaling', run, 'results.json')) as f:
+    return json.load(f)
+
+
+def _text(path: str) -> str:
+  with open(os.path.join(ROOT, path), encoding='utf-8') as f:
+    return ' '.join(f.read().split())  # Line breaks in prose are spaces.
+
+
+def _percent(value: float) -> str:
+  return f'{100 * value:.1f}'
+
+
+def _per_seed(record: dict) -> list[float]:
+  return [seed['top1'] for seed in record['per_seed']]
+
+
+def _curve(results: list[dict], series: str, phi: float) -> dict:
+  return next(r for r in results if r['series'] == series and r['phi'] == phi)
+
+
+@pytest.fixture(scope='module')
+def readme() -> str:
+  return _text('README.md')
+
+
+def test_readme_search_ranges(readme):
+  results = _results('digits_search_3seeds')
+  top1 = [r['top1'] for r in results]
+  assert f'reach {_percent(min(top1))}–{_percent(max(top1))}% (3 seeds)' in readme
+  ratios = [r['flops_ratio'] for r in results]
+  assert f'run at {min(ratios):.2f}–{max(ratios):.2f}× measured FLOPs' in readme
+  assert f'from {min(ratios):.2f}× to {max(ratios):.2f}×' in readme
+  ranked = sorted(top1, reverse=True)
+  assert ranked[0] == ranked[1] and 'the top two tie on the mean' in readme
+
+
+# Resolution-only at φ = 1 scored the same on all three seeds: scipy warns about the zero spread.
+@pytest.mark.filterwarnings('ignore:Precision loss occurred')
+def test_readme_detail_curve_and_its_p_values(readme):
+  results = _results('digits_curves_detail')
+  base = _curve(results, 'compound', 0.0)
+  res1, res2 = _curve(results, 'resolution', 1.0), _curve(results, 'resolution', 2.0)
+  chain = ' → '.join(_percent(r['top1']) for r in (base, res1, res2))
+  assert f'resolution-only goes {chain}%' in readme
+  p_values = [stats.ttest_ind(_per_seed(base), _per_seed(r), equal_var=False).pvalue
+              for r in (res1, res2)]
+  assert f'(Welch p = {p_values[0]:.2f} and {p_values[1]:.2f} against the baseline)' in readme
+  compound = [stats.ttest_ind(_per_seed(r), _per_seed(_curve(results, 'compound', r['phi'])),
+                              equal_var=False).pvalue for r in (res1, res2)]
+  low, high = sorted(compound)
+  assert f'compound trails resolution-only at p = {low:.2f}–{high:.2f}' in readme
+  assert all(_curve(results, 'compound', phi)['top1'] < _curve(results, 'resolution', phi)['top1']
+             for phi in (1.0, 2.0))
+
+
+def test_readme_converged_curve_range(readme):
+  top1 = [r['top1'] for r in _results('digits_curves_converged')]
+  assert f'the converged one-seed curves (`docs/scaling/digits_curves_converged/`) span ' \
+         f'{_percent(min(top1))}–{_percent(max(top1))}%' in readme
+
+
+def test_experiments_readme_detail_table():
+  text = _text('experiments/README.md')
+  text = text[text.index('**With resolution carrying information**'):]  # The `:detail` table.
+  results = _results('digits_curves_detail')
+  for label, series in (('compound (α, β, γ)', 'compound'), ('width only', 'width'),
+                        ('depth only', 'depth'), ('resolution only', 'resolution')):
+    row = re.search(rf'\| {re.escape(label)} \|([^|]*)\|([^|]*)\|([^|]*)\|', text)
+    assert row, label
+    for phi, cell in zip((0.0, 1.0, 2.0), row.groups()):
+      record = _curve(results, 'compound' if phi == 0.0 else series, phi)
+      assert f'{record["top1"]:.4f} ± {record["top1_std"]:.4f}' in cell, (label, phi, cell)
