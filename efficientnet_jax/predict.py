@@ -7,7 +7,9 @@
 
 Each image gets the eval preprocessing recorded in DIR/meta.json (resolution, centre-crop
 padding, interpolation, mean/std). A file that is not an image (JPEG/PNG/BMP/GIF) is a one-line
-error naming it.
+error naming it, and so is one whose header declares more than `--max_image_pixels` pixels
+(default `image_header.MAX_IMAGE_PIXELS`, 89,478,485): a decompression bomb is refused before it
+is decoded (docs/security.md).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from absl import app
 from absl import flags
 
 from efficientnet_jax import cli
+from efficientnet_jax.input import image_header
 
 FLAGS = flags.FLAGS
 
@@ -38,7 +41,31 @@ def class_names(num_classes: int) -> list[str]:
   return [f'class_{i}' for i in range(num_classes)]
 
 
-def load_images(paths: Sequence[str], preprocessing: dict[str, Any]):
+def check_images(paths: Sequence[str], max_pixels: int = image_header.MAX_IMAGE_PIXELS) -> None:
+  """Refuses, naming it, the first file that is not an image or declares over `max_pixels` pixels.
+
+  Reads headers only (no TensorFlow, nothing decoded), so that a decompression bomb fails in a
+  moment with one line instead of exhausting memory.
+
+  Raises:
+    FileNotFoundError: a path that is not a file.
+    ValueError: not a JPEG/PNG/BMP/GIF image, or more pixels than `max_pixels` (the message says
+      how to raise the limit).
+  """
+  for path in paths:
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f'No such image file: {path}')
+    try:
+      image_header.check(path, max_pixels)
+    except image_header.ImageTooLargeError as e:
+      raise image_header.ImageTooLargeError(
+          f'{path} {e}; if you trust the file, raise --max_image_pixels.') from None
+    except ValueError as e:
+      raise ValueError(f'{path} is not a readable image (JPEG, PNG, BMP or GIF): {e}') from None
+
+
+def load_images(paths: Sequence[str], preprocessing: dict[str, Any],
+                max_pixels: int = image_header.MAX_IMAGE_PIXELS):
   """Decodes and preprocesses every image (fails on the first unreadable one, naming it)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   # pylint: disable-next=g-import-not-at-top  (TensorFlow: only the input part imports it)
@@ -46,7 +73,7 @@ def load_images(paths: Sequence[str], preprocessing: dict[str, Any]):
   return np.stack([preprocessing_lib.eval_image_file(
       path, int(preprocessing['resolution']), crop_padding=int(preprocessing['crop_padding']),
       interpolation=preprocessing['interpolation'], mean=preprocessing['mean'],
-      std=preprocessing['std']) for path in paths])
+      std=preprocessing['std'], max_pixels=max_pixels) for path in paths])
 
 
 def top_k(module, variables, images, batch_size: int, k: int = TOP_K):
@@ -72,15 +99,24 @@ def top_k(module, variables, images, batch_size: int, k: int = TOP_K):
   return np.concatenate(probs), np.concatenate(ids)
 
 
-def predict_files(model: str, weights: str, paths: Sequence[str],
-                  batch_size: int = 16) -> list[dict[str, Any]]:
-  """Top-5 predictions per image: `[{"image", "top5": [{"class_id", "name", "prob"}]}]`."""
+def predict_files(model: str, weights: str, paths: Sequence[str], batch_size: int = 16,
+                  max_pixels: int = image_header.MAX_IMAGE_PIXELS) -> list[dict[str, Any]]:
+  """Top-5 predictions per image: `[{"image", "top5": [{"class_id", "name", "prob"}]}]`.
+
+  Args:
+    model: the variant the weights are for.
+    weights: a converted weights directory.
+    paths: JPEG/PNG/BMP/GIF files.
+    batch_size: images per forward pass.
+    max_pixels: the most pixels an image may declare (`check_images`).
+  """
   from efficientnet_jax.weights import pretrained  # pylint: disable=g-import-not-at-top
   meta = pretrained.read_meta(os.path.abspath(weights))
   pretrained.check_model(meta, model)
   if int(meta['num_classes']) <= 0:
     raise ValueError(f'{weights} holds a model without classifier; it cannot predict classes.')
-  images = load_images(paths, meta['preprocessing'])
+  check_images(paths, max_pixels)
+  images = load_images(paths, meta['preprocessing'], max_pixels)
   module, variables = pretrained.load_pretrained(weights, model=model)
   names = class_names(int(meta['num_classes']))
   probs, ids = top_k(module, variables, images, max(1, batch_size),
@@ -108,6 +144,10 @@ def _define_flags() -> None:
                       'efficientnet_jax.convert).')
   flags.DEFINE_bool('json', False, 'Print one JSON list instead of text.')
   flags.DEFINE_integer('batch_size', 16, 'Images per forward pass.')
+  flags.DEFINE_integer('max_image_pixels', image_header.MAX_IMAGE_PIXELS,
+                       'Refuse an image whose header declares more pixels (width × height, '
+                       'all frames of a GIF) before decoding it: a decompression bomb.',
+                       lower_bound=1)
 
 
 @cli.run
@@ -117,7 +157,8 @@ def main(argv):
     raise cli.UsageError('usage: python -m efficientnet_jax.predict --model=NAME --weights=DIR '
                          '[--json] IMAGE...')
   cli.quiet_libraries()  # Orbax narrates every restore at INFO.
-  results = predict_files(FLAGS.model, FLAGS.weights, paths, FLAGS.batch_size)
+  results = predict_files(FLAGS.model, FLAGS.weights, paths, FLAGS.batch_size,
+                          FLAGS.max_image_pixels)
   print(json.dumps(results) if FLAGS.json else format_text(results), flush=True)
 
 

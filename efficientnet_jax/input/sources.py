@@ -15,8 +15,11 @@
   * 'folder': `config.data_dir/<split>/<class_name>/<image file>`; class ids are the sorted class
     folder names of the train split. Eval split 'validation' also finds a `val/` folder and vice
     versa, so a root holds `train/` plus `val/` (or `validation/`, `test/`). Files that are not
-    JPEG/PNG/BMP/GIF images are skipped and counted (`bad_image_policy='skip'`) or raise naming the
-    file ('fail').
+    JPEG/PNG/BMP/GIF images, and images whose header declares more than
+    `image_header.MAX_IMAGE_PIXELS` pixels (decompression bombs), are skipped and counted
+    (`bad_image_policy='skip'`) or raise naming the file ('fail'), before anything is decoded.
+    Symbolic links are followed, also out of the folder (a folder of links into a master copy is
+    a usual way to make a subset); what they name passes the same checks (docs/security.md).
   * anything else: a TFDS name (features 'image' and 'label'), read from `config.data_dir`, never
     downloaded; datasets with manual download (imagenet2012) are prepared from `config.manual_dir`.
 
@@ -40,8 +43,9 @@ import tensorflow_datasets as tfds
 
 from efficientnet_jax import errors
 from efficientnet_jax.input import cluttered_digits
+from efficientnet_jax.input import image_header
 
-_IMAGE_FORMATS = ('JPEG', 'PNG', 'BMP', 'GIF')  # What tf.io.decode_image reads.
+_IMAGE_FORMATS = image_header.FORMATS
 DIGITS_TEST_SIZE = 360
 _DIGITS_SPLIT_SEED = 0
 _FOLDER_SPLIT_ALIASES = {'validation': ('validation', 'val'), 'val': ('val', 'validation')}
@@ -160,6 +164,11 @@ def source_side(config) -> int | None:
 def _check_image_file(path: str) -> str | None:
   """Returns why `path` is not a readable JPEG/PNG/BMP/GIF image, or None when it is."""
   from PIL import Image  # pylint: disable=g-import-not-at-top  (only the folder source needs it)
+  try:
+    # The declared size first: a decompression bomb is refused before PIL or TF allocates it.
+    image_header.check(path)
+  except ValueError as error:
+    return str(error)
   try:
     with Image.open(path) as image:
       image_format = image.format
