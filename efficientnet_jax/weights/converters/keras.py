@@ -36,6 +36,10 @@ SOURCE = 'keras'
 _IMAGENET_STD_01 = (0.229, 0.224, 0.225)
 _KERAS_ARCHIVE_WEIGHTS = 'model.weights.h5'
 _KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), the floor of the Normalization divisor.
+# The most bytes of arrays a weights file may declare per byte it holds (`_check_declared_size`),
+# plus a margin for tiny files: float weights compress by far less than 4x.
+_MAX_EXPANSION = 4
+_SMALL_FILE_BYTES = 1 << 20
 
 _BLOCK_LAYER = re.compile(r'^block(\d+)([a-z]+)_(.+)$')
 # Keras block layer suffix → (our layer, kind).
@@ -85,30 +89,63 @@ def read_weights(path: str) -> dict[str, dict[str, np.ndarray]]:
   import h5py  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     raise FileNotFoundError(f'No such weights file: {path}')
-  source = path
+  source, size = path, os.path.getsize(path)
   if zipfile.is_zipfile(path):  # A Keras 3 `.keras` archive holds its weights as model.weights.h5.
     with zipfile.ZipFile(path) as archive:
       if _KERAS_ARCHIVE_WEIGHTS not in archive.namelist():
         raise ValueError(f'{path} is a zip file without {_KERAS_ARCHIVE_WEIGHTS}; --source=keras '
                          'expects a Keras .h5, .weights.h5 or .keras file.')
       source = io.BytesIO(archive.read(_KERAS_ARCHIVE_WEIGHTS))
+      size = len(source.getvalue())
   try:
     handle = h5py.File(source, 'r')
   except OSError as e:
+    reason = str(e).splitlines()[0][:150]
+    if 'truncated file' in reason:
+      raise ValueError(f'{path} is cut short ({reason}); download or copy it again.') from None
     raise ValueError(f'{path} is not an HDF5 file, as --source=keras expects (a Keras .h5 or '
-                     f'.weights.h5): {str(e).splitlines()[0][:150]}') from None
-  with handle as f:
-    root = f['model_weights'] if 'model_weights' in f else f
-    if 'layer_names' in root.attrs:
-      layers = _read_legacy(root)
-    elif 'layers' in root:
-      layers = _read_keras3(root['layers'])
-    else:
-      raise ValueError(f'{path} is HDF5 but not a Keras weights file (no layer_names attribute '
-                       'and no layers/ group).')
+                     f'.weights.h5): {reason}') from None
+  # h5py reports damage inside an HDF5 file as any of these, the first time it touches it.
+  try:
+    with handle as f:
+      _check_declared_size(f, size, path)
+      root = f['model_weights'] if 'model_weights' in f else f
+      if 'layer_names' in root.attrs:
+        layers = _read_legacy(root)
+      elif 'layers' in root:
+        layers = _read_keras3(root['layers'])
+      else:
+        raise ValueError(f'{path} is HDF5 but not a Keras weights file (no layer_names attribute '
+                         'and no layers/ group).')
+  except (OSError, RuntimeError, KeyError) as e:
+    reason = str(e.args[0] if isinstance(e, KeyError) and e.args else e).splitlines()[0][:150]
+    raise ValueError(f'{path} is a damaged HDF5 file ({reason}); download or copy it again.'
+                     ) from None
   if not layers:
     raise ValueError(f'{path} holds no weights of a Keras EfficientNet.')
   return layers
+
+
+def _check_declared_size(f, size: int, path: str) -> None:
+  """Refuses a file whose arrays declare far more bytes than it holds, before reading any.
+
+  HDF5 returns a fill value for data never written, so a file of a few kilobytes can declare
+  arrays of terabytes, which reading would allocate. Keras writes weights uncompressed (what they
+  declare is what the file holds); `_MAX_EXPANSION` leaves room for compressed ones.
+  """
+  import h5py  # pylint: disable=g-import-not-at-top
+  declared = 0
+
+  def add(_, node):
+    nonlocal declared
+    if isinstance(node, h5py.Dataset):
+      declared += node.size * node.dtype.itemsize
+
+  f.visititems(add)
+  if declared > _MAX_EXPANSION * size + _SMALL_FILE_BYTES:
+    raise ValueError(f'{path} declares {declared:,} bytes of arrays in a {size:,}-byte file, '
+                     'which reading would allocate; it is not a Keras weights file (a crafted or '
+                     'damaged one): get the weights again.')
 
 
 def _text(value: Any) -> str:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from typing import Any
 
 import numpy as np
 
 # Training checkpoints (timm's train script, many others) wrap the weights in a dict.
 _WRAPPER_KEYS = ('state_dict', 'model', 'model_state_dict', 'net')
+# Terminal colour codes, which torch puts in some messages.
+_ANSI = re.compile(r'\x1b\[[0-9;]*m')
 
 
 def load_state_dict(path: str, source: str) -> dict[str, np.ndarray]:
@@ -71,7 +75,8 @@ def _load_safetensors(path: str, source: str) -> dict[str, Any]:
     return load_file(path)
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f'{path} is not a readable safetensors file for --source={source} '
-                     f'({_first_line(e)}).') from None
+                     f'({_first_line(e)}); if it was cut short or damaged, download or copy it '
+                     'again.') from None
 
 
 def _load_torch(path: str, source: str) -> dict[str, Any]:
@@ -83,9 +88,28 @@ def _load_torch(path: str, source: str) -> dict[str, Any]:
   try:
     # weights_only: a weights file must not be able to run code when unpickled.
     return torch.load(path, map_location='cpu', weights_only=True)
+  except pickle.UnpicklingError as e:
+    if 'Weights only load failed' not in str(e):
+      raise ValueError(f'{path} is not a PyTorch state dict file for --source={source} '
+                       f'(torch.load: {_first_line(e)}).') from None
+    raise ValueError(
+        f'{path} was refused before anything in it ran: unpickling it would {_refused_call(e)}, '
+        'not just build tensors (torch.load with weights_only=True); if you trust where it came '
+        'from, load it yourself (torch.load(..., weights_only=False)), save only its state dict '
+        '(or as .safetensors) and convert that (docs/security.md).') from None
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f'{path} is not a PyTorch state dict file for --source={source} '
                      f'(torch.load: {_first_line(e)}).') from None
+
+
+def _refused_call(error: Exception) -> str:
+  """What torch's weights-only unpickler refused, from its message ('call io.open', …)."""
+  text = _ANSI.sub('', str(error))
+  match = re.search(r'Unsupported global: GLOBAL (\S+)', text)
+  if match:
+    return f'call {match.group(1)}'
+  match = re.search(r'WeightsUnpickler error: ([^\n]+)', text)
+  return f'do what torch refused ({match.group(1).strip()[:150]})' if match else 'run code'
 
 
 def _clean(state: Any, path: str, source: str) -> dict[str, np.ndarray]:
@@ -111,5 +135,5 @@ def _clean(state: Any, path: str, source: str) -> dict[str, np.ndarray]:
 
 
 def _first_line(error: Exception) -> str:
-  text = str(error).strip() or type(error).__name__
+  text = _ANSI.sub('', str(error)).strip() or type(error).__name__
   return text.splitlines()[0][:200]
