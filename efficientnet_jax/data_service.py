@@ -8,6 +8,12 @@ preprocessing (digits or an image folder; the folder must be readable under the 
 every worker) and the trainer gets the same batches as locally (`input/data_service.py`).
 Start one dispatcher and any number of workers, on any machines; the servers run until killed.
 A bad argument is one `error:` line on stderr and exit code 2.
+
+Each server listens on every interface of its machine with no authentication (TensorFlow offers
+neither an address to bind nor credentials), and a worker runs any dataset graph it is sent, which
+can read and write the worker's files: at start each prints one `warning:` line on stderr saying
+so and naming the interfaces. Run them on a trusted private network, behind a firewall or through an
+SSH tunnel (docs/security.md).
 """
 
 import socket
@@ -59,12 +65,14 @@ def main(argv):
     server = data_service.start_dispatcher(FLAGS.port)
     print(f'tf.data service dispatcher serving at grpc://{socket.gethostname()}:{FLAGS.port}',
           flush=True)
+    print(data_service.exposure_notice('dispatcher', FLAGS.port), file=sys.stderr, flush=True)
   else:
     # TF's default worker address is localhost, which trainers on other machines cannot reach.
     address = FLAGS.worker_address or f'{socket.gethostname()}:%port%'
     server = data_service.start_worker(FLAGS.dispatcher_address, FLAGS.port, address)
     print(f'tf.data service worker serving at {address.replace("%port%", str(FLAGS.port))} '
           f'for dispatcher {FLAGS.dispatcher_address}', flush=True)
+    print(data_service.exposure_notice('worker', FLAGS.port), file=sys.stderr, flush=True)
   server.join()
 
 

@@ -26,6 +26,10 @@ its own job, named after the config, the process and the start step plus a rando
 docs: a job name must not be reused within the service's lifetime, since a consumer naming an
 existing job joins it and reads on from where that job is).
 
+Security: the servers listen on every interface, unauthenticated, and a worker runs any graph it
+is sent, which can read and write the worker's files (`exposure_notice`, the line the launcher
+prints; docs/security.md).
+
 TFDS datasets are refused (`check_source`): their order comes from a shuffle buffer streaming
 over files, which cannot be keyed by step, so through the service it would depend on the
 workers' timing and a resume could not find its position. Prepare them as an image folder.
@@ -36,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import struct
 import time
 import uuid
 from typing import Any, Iterator
@@ -53,6 +58,7 @@ REORDER_WINDOW = 64
 # client would retry forever, silently).
 CONNECT_TIMEOUT_S = 60.0
 _JOB_PREFIX = 'efficientnet_jax'
+_SIOCGIFADDR = 0x8915  # Linux's ioctl: an interface's IPv4 address.
 
 
 class DataServiceError(RuntimeError):
@@ -100,6 +106,47 @@ def start_worker(dispatcher_address: str, port: int = 0, worker_address: str | N
     config['worker_address'] = worker_address
   return service.WorkerServer(service.WorkerConfig(
       dispatcher_address=dispatcher_address.removeprefix('grpc://'), port=port, **config))
+
+
+def interfaces() -> list[str]:
+  """This machine's network interfaces, each as 'NAME' or 'NAME ADDRESS' (its IPv4 address).
+
+  The address comes from Linux's SIOCGIFADDR ioctl; elsewhere, or for an interface without an
+  IPv4 address, the name alone.
+  """
+  named = []
+  for _, name in socket.if_nameindex():
+    address = None
+    try:
+      import fcntl  # pylint: disable=g-import-not-at-top  (Unix only)
+      with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        request = struct.pack('256s', name[:15].encode())
+        address = socket.inet_ntoa(fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, request)[20:24])
+    except (ImportError, OSError):
+      pass
+    named.append(f'{name} {address}' if address else name)
+  return named
+
+
+def exposure_notice(role: str, port: int) -> str:
+  """The line a server prints at start: where anyone can reach it, and that nothing checks who.
+
+  TensorFlow's tf.data servers (2.21) listen on every interface, IPv4 and IPv6:
+  `DispatcherConfig` and `WorkerConfig` have a port and no address to bind, and their one
+  protocol, 'grpc', has no credentials. A worker runs whatever dataset graph it is sent, and a
+  graph can read any file the worker's user can read and return it, or write one
+  (docs/security.md).
+
+  Args:
+    role: 'dispatcher' or 'worker'.
+    port: the port it serves on.
+  """
+  whose = 'its workers\' user' if role == 'dispatcher' else 'this user'
+  return (f'warning: no authentication: this tf.data service {role} on port {port} answers '
+          f'anyone who reaches any interface of this machine ({", ".join(interfaces())}; '
+          f'TensorFlow {tf.__version__} cannot listen on fewer), who can then read and write any '
+          f'file {whose} can, i.e. run code as them. Serve only on a trusted private network, '
+          'behind a firewall or through an SSH tunnel (docs/security.md).')
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ tests do; the trainer side is the real one (`pipeline.train_iterator` with
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -176,6 +178,81 @@ def test_launcher_bad_arguments_are_one_line_and_exit_2(flags):
   errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
   assert result.returncode == 2, result.stderr[-3000:]
   assert len(errors) == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------------------
+# What the servers expose (docs/security.md).
+
+
+def _listening_addresses(port):
+  """The local addresses of the sockets listening on TCP `port`, from /proc/net/tcp{,6}."""
+  found = set()
+  for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+    with open(table) as f:
+      for line in f.readlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(':')
+        if state == '0A' and int(hex_port, 16) == port:  # 0A: LISTEN.
+          found.add(address)
+  return found
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/net/tcp6'), reason='reads Linux /proc/net')
+def test_servers_listen_on_every_interface_as_the_notice_says():
+  # The start line's claim: TensorFlow binds the wildcard address, IPv4 and IPv6, not loopback.
+  dispatcher = data_service.start_dispatcher()
+  worker = data_service.start_worker(dispatcher.target.split('://')[1])
+  try:
+    for target in (dispatcher.target, worker._address):  # pylint: disable=protected-access
+      port = int(target.rsplit(':', 1)[1])
+      addresses = _listening_addresses(port)
+      assert addresses and addresses <= {'00000000', '0' * 32}, (target, addresses)
+  finally:
+    worker.stop()
+    dispatcher.stop()
+
+
+def _start_lines(args, timeout_s=120):
+  """Starts the launcher, returns its output lines once it says it serves and warns; stops it."""
+  process = subprocess.Popen([sys.executable, '-m', 'efficientnet_jax.data_service', *args],
+                             cwd=rh.REPO, env=rh.environment(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+  lines = []
+  timer = threading.Timer(timeout_s, process.kill)  # A launcher that never says it: no hang.
+  timer.start()
+  try:
+    for line in process.stdout:
+      lines.append(line.rstrip('\n'))
+      if any('serving at' in x for x in lines) and any(x.startswith('warning:') for x in lines):
+        break
+  finally:
+    timer.cancel()
+    process.kill()
+    process.wait()
+  return lines
+
+
+@pytest.mark.parametrize('role', ['dispatcher', 'worker'])
+def test_launcher_start_line_says_where_it_listens_and_that_nothing_authenticates(role):
+  dispatcher = data_service.start_dispatcher() if role == 'worker' else None
+  port = rh.free_port()
+  args = [f'--{role}', f'--port={port}']
+  if dispatcher:
+    args.append(f'--dispatcher_address={dispatcher.target}')
+  try:
+    lines = _start_lines(args)
+  finally:
+    if dispatcher:
+      dispatcher.stop()
+  warnings = [line for line in lines if line.startswith('warning:')]
+  assert len(warnings) == 1, lines
+  warning = warnings[0]
+  assert f'tf.data service {role} on port {port}' in warning
+  assert 'no authentication' in warning and 'any interface of this machine' in warning
+  # Every interface of the machine, by name.
+  for _, name in socket.if_nameindex():
+    assert name in warning
+  assert 'read and write any file' in warning and 'docs/security.md' in warning
 
 
 # ------------------------------------------------------------------------------------------------
