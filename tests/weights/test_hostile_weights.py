@@ -5,13 +5,15 @@
   same payload unsafely to prove that it would have.
 * `.safetensors` and Keras `.h5` files cut short, or damaged inside, are one-line errors.
 * An `.h5` of a few kB declaring arrays of 120 GB (HDF5 fills data never written) is refused
-  before anything is read.
+  before anything is read, and so is a `.keras` archive whose weights member inflates far beyond
+  the archive's size (a zip bomb).
 """
 
 import os
 import pickle
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -180,3 +182,20 @@ def test_h5_declaring_far_more_than_it_holds_is_refused_before_reading(tmp_path)
   # A file of the same layout that holds what it declares is read.
   assert keras.read_weights(str(_keras_h5(tmp_path / 'real.h5')))['stem_conv']['kernel'].shape == (
       3, 3, 3, 32)
+
+
+def test_keras_archive_whose_weights_inflate_far_beyond_it_is_refused_before_unpacking(tmp_path):
+  path = tmp_path / 'bomb.keras'
+  with zipfile.ZipFile(path, 'w', compression=zipfile.ZIP_DEFLATED) as archive:
+    with archive.open('model.weights.h5', 'w') as member:
+      for _ in range(64):  # 64 MiB of zeros deflate to about 64 kB.
+        member.write(bytes(1 << 20))
+  assert path.stat().st_size < 1 << 20
+  with pytest.raises(ValueError, match=r'declares a 67,108,864-byte model.weights.h5 in a '
+                                       r'[\d,]+-byte archive'):
+    keras.read_weights(str(path))
+  # An archive holding a real weights file is read.
+  real = tmp_path / 'real.keras'
+  with zipfile.ZipFile(real, 'w', compression=zipfile.ZIP_DEFLATED) as archive:
+    archive.write(_keras_h5(tmp_path / 'real.h5'), 'model.weights.h5')
+  assert set(keras.read_weights(str(real))) == {'stem_conv'}

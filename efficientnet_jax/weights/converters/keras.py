@@ -95,6 +95,11 @@ def read_weights(path: str) -> dict[str, dict[str, np.ndarray]]:
       if _KERAS_ARCHIVE_WEIGHTS not in archive.namelist():
         raise ValueError(f'{path} is a zip file without {_KERAS_ARCHIVE_WEIGHTS}; --source=keras '
                          'expects a Keras .h5, .weights.h5 or .keras file.')
+      declared = archive.getinfo(_KERAS_ARCHIVE_WEIGHTS).file_size
+      if declared > _MAX_EXPANSION * size + _SMALL_FILE_BYTES:  # Unpacked into memory next.
+        raise ValueError(f'{path} declares a {declared:,}-byte {_KERAS_ARCHIVE_WEIGHTS} in a '
+                         f'{size:,}-byte archive (a zip bomb?); it is not a Keras weights file: '
+                         'get the weights again.')
       source = io.BytesIO(archive.read(_KERAS_ARCHIVE_WEIGHTS))
       size = len(source.getvalue())
   try:
