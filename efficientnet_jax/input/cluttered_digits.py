@@ -15,9 +15,11 @@ the clutter may cross the digit, as in the original. The enlargement is bilinear
 centres, computed in integers: the same parameters give the same bytes on any machine.
 
 What the scaling axes meet here: a trial's resolution decides how much of the digit survives the
-resize of the whole canvas (a 24-px trial sees a 64-px canvas at 3/8, the digit at 4.5–6 px, the
-clutter alike), depth how far a unit's receptive field reaches over the canvas to find the digit
-and tell it from pieces, width how many stroke features it can tell apart.
+resize of the whole canvas (a 24-px trial sees the default 32-px canvas at 3/4, the digit at
+7.5–10.5 px, the clutter alike; a digit under about 8 px has lost some of its 8×8 detail, and
+above the canvas's own 32 px nothing is added but larger feature maps), depth how far a unit's
+receptive field reaches over the canvas to find the digit and tell it from pieces, width how
+many stroke features it can tell apart.
 
 Splits: the digits are split first, by the digits dataset's fixed stratified split
 (`sources._digits_split`: 360 test / 1,437 train digits). A test canvas's digit and all its
@@ -47,11 +49,11 @@ _SOURCE_SIDE = 8  # The embedded digits are 8×8.
 @dataclasses.dataclass(frozen=True)
 class Params:
   """How the canvases are made: the `cluttered_digits.*` config keys (`schema.py`)."""
-  canvas: int = 64
-  digit_min: int = 12
-  digit_max: int = 16
-  clutter: int = 8
-  clutter_size: int = 8
+  canvas: int = 32
+  digit_min: int = 10
+  digit_max: int = 14
+  clutter: int = 2
+  clutter_size: int = 4
   train_size: int = 10_000
   test_size: int = 5_000
   seed: int = 0

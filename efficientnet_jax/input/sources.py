@@ -4,7 +4,7 @@
   * 'digits': scikit-learn's bundled `load_digits()` (1,797 8×8 grey digits, 0..16 → 0..255), in
     memory; a fixed stratified split: 360 test / 1,437 train examples (see `_digits_split`).
   * 'cluttered_digits': the same digits as "cluttered MNIST" (Jaderberg et al. 2015): each example
-    a `cluttered_digits.canvas`-px grey canvas (64) holding one digit enlarged to 12–16 px at a
+    a `cluttered_digits.canvas`-px grey canvas (32) holding one digit enlarged to 10–14 px at a
     random place among pieces cut from other digits; the label is that digit's class. The digits
     are split first (the digits' split), so test canvases (5,000 by default) show only test
     digits, clutter included; train canvases (10,000) only train digits. Made in memory in under
