@@ -89,3 +89,22 @@ def test_experiments_readme_detail_table():
     for phi, cell in zip((0.0, 1.0, 2.0), row.groups()):
       record = _curve(results, 'compound' if phi == 0.0 else series, phi)
       assert f'{record["top1"]:.4f} ± {record["top1_std"]:.4f}' in cell, (label, phi, cell)
+
+
+def test_cluttered_search_figures_in_both_readmes(readme):
+  results = _results('cluttered_search_3seeds')
+  experiments = _text('experiments/README.md')
+  top1 = [r['top1'] for r in results]
+  quoted = f'reach {_percent(min(top1))}–{_percent(max(top1))}% (means'
+  assert quoted in readme and quoted in experiments
+  best, runner_up = sorted(results, key=lambda r: -r['top1'])[:2]
+  [claim] = best['comparisons']
+  low, high = claim['interval']
+  lead = (f"+{100 * claim['difference']:.2f} points, 95% interval "
+          f"[{100 * low:+.2f}, {100 * high:+.2f}]".replace('-', '−'))
+  assert claim['verdict'] == 'inconclusive' and 'inconclusive' in readme
+  assert lead in readme and lead in experiments
+  paper = next(r for r in results if (r['alpha'], r['beta'], r['gamma']) == (1.2, 1.1, 1.15))
+  assert f"{_percent(paper['top1'])} ± {_percent(paper['top1_std'])}%" in readme
+  spread = sorted(s['top1'] for s in min(results, key=lambda r: r['top1'])['per_seed'])
+  assert f'{_percent(spread[0])}–{_percent(spread[-1])}%' in readme
