@@ -64,16 +64,18 @@ def check_images(paths: Sequence[str], max_pixels: int = image_header.MAX_IMAGE_
       raise ValueError(f'{path} is not a readable image (JPEG, PNG, BMP or GIF): {e}') from None
 
 
-def load_images(paths: Sequence[str], preprocessing: dict[str, Any],
-                max_pixels: int = image_header.MAX_IMAGE_PIXELS):
-  """Decodes and preprocesses every image (fails on the first unreadable one, naming it)."""
+def load_images(paths: Sequence[str], preprocessing: dict[str, Any]):
+  """Decodes and preprocesses every image (fails on the first unreadable one, naming it).
+
+  Decodes whatever size a file declares: `check_images` first.
+  """
   import numpy as np  # pylint: disable=g-import-not-at-top
   # pylint: disable-next=g-import-not-at-top  (TensorFlow: only the input part imports it)
   from efficientnet_jax.input import preprocessing as preprocessing_lib
   return np.stack([preprocessing_lib.eval_image_file(
       path, int(preprocessing['resolution']), crop_padding=int(preprocessing['crop_padding']),
       interpolation=preprocessing['interpolation'], mean=preprocessing['mean'],
-      std=preprocessing['std'], max_pixels=max_pixels) for path in paths])
+      std=preprocessing['std']) for path in paths])
 
 
 def top_k(module, variables, images, batch_size: int, k: int = TOP_K):
@@ -116,7 +118,7 @@ def predict_files(model: str, weights: str, paths: Sequence[str], batch_size: in
   if int(meta['num_classes']) <= 0:
     raise ValueError(f'{weights} holds a model without classifier; it cannot predict classes.')
   check_images(paths, max_pixels)
-  images = load_images(paths, meta['preprocessing'], max_pixels)
+  images = load_images(paths, meta['preprocessing'])
   module, variables = pretrained.load_pretrained(weights, model=model)
   names = class_names(int(meta['num_classes']))
   probs, ids = top_k(module, variables, images, max(1, batch_size),

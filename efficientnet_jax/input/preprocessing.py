@@ -28,7 +28,6 @@ import tensorflow as tf
 
 from efficientnet_jax.input import augment as augment_lib
 from efficientnet_jax.input import augment_policies
-from efficientnet_jax.input import image_header
 from efficientnet_jax.input import normalization
 
 
@@ -278,30 +277,20 @@ def preprocess_for_eval(image_bytes: tf.Tensor, image_size: int, *, crop_padding
   return normalize(image, mean, std)
 
 
-def eval_image_file(path: str, image_size: int, *,
-                    max_pixels: int = image_header.MAX_IMAGE_PIXELS, **kwargs) -> np.ndarray:
+def eval_image_file(path: str, image_size: int, **kwargs) -> np.ndarray:
   """`preprocess_for_eval` of an image file, as numpy; a non-image is a ValueError naming it.
+
+  The file is decoded whatever size it declares: a caller given untrusted files checks their
+  headers first (`image_header.check`; `predict.check_images` does, for every file, before
+  anything is decoded).
 
   Args:
     path: a JPEG/PNG/BMP/GIF file.
     image_size: output side in pixels.
-    max_pixels: the most pixels the file may declare (`image_header.check`): a larger one is
-      refused before it is decoded.
     **kwargs: `crop_padding`, `interpolation`, `mean`, `std` of `preprocess_for_eval`.
-
-  Raises:
-    FileNotFoundError: no such file.
-    image_header.ImageTooLargeError: the image declares more than `max_pixels` pixels.
-    ValueError: not a readable JPEG/PNG/BMP/GIF image.
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f'No such image file: {path}')
-  try:
-    image_header.check(path, max_pixels)
-  except image_header.ImageTooLargeError as e:
-    raise image_header.ImageTooLargeError(f'{path} {e}') from None
-  except ValueError as e:
-    raise ValueError(f'{path} is not a readable image (JPEG, PNG, BMP or GIF): {e}') from None
   with open(path, 'rb') as f:
     data = f.read()
   try:
