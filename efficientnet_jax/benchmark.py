@@ -44,7 +44,8 @@ def format_summary(r: dict[str, Any]) -> str:
   cache = (f'; cache {r["compile_cache_hits"]} hits, {r["compile_cache_misses"]} misses'
            if r.get('compile_cache_dir') else '')
   augment = (f' + {r["augment_policy"]} on the device' if r.get('augment_on_device') else '')
-  return (f'{r["model"]} {r["mode"]} batch {r["batch"]} @ {r["resolution"]} px {r["dtype"]}'
+  phi = f' φ={r["phi"]:g}' if r.get('phi') is not None else ''
+  return (f'{r["model"]}{phi} {r["mode"]} batch {r["batch"]} @ {r["resolution"]} px {r["dtype"]}'
           f'{" remat" if r["remat"] else ""}{augment} on {r["devices"]}× {r["device_kind"]}\n'
           f'  {r["images_per_sec"]:,.1f} img/s, step {r["step_ms_median"]:.2f} ms median '
           f'({r["step_ms_pipelined"]:.2f} ms pipelined), MFU {mfu}\n'
@@ -58,6 +59,8 @@ def _define_flags() -> None:
   flags.DEFINE_string('model', None, f'Variant: {", ".join(scaling.MODEL_NAMES)}.')
   flags.DEFINE_string('batch', '256', 'Global batch size (a multiple of the device count), or a '
                       'comma list: the largest that fits in device memory is measured.')
+  flags.DEFINE_float('phi', None, 'Compound-scaling exponent applied to the variant (e.g. -4 '
+                     'with b0: the quick start network); default: the variant as named.')
   flags.DEFINE_integer('resolution', None, 'Input side in pixels (default: the native one).')
   flags.DEFINE_string('mode', 'train', 'train: the real train step; infer: the forward pass.')
   flags.DEFINE_string('dtype', 'bfloat16', 'Compute dtype: bfloat16 or float32.')
@@ -100,7 +103,7 @@ def main(argv):
                              steps=FLAGS.steps, warmup=FLAGS.warmup,
                              profile_dir=FLAGS.profile_dir, depthwise_impl=FLAGS.depthwise_impl,
                              augment_on_device=FLAGS.augment_on_device,
-                             augment_policy=FLAGS.augment_policy)
+                             augment_policy=FLAGS.augment_policy, phi=FLAGS.phi)
   result.update(compile_cache_dir=cache_dir, compile_cache_hits=cache_counts['hits'],
                 compile_cache_misses=cache_counts['misses'])
   if FLAGS.json:

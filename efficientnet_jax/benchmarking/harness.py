@@ -57,15 +57,17 @@ IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
 def recipe(model: str, *, batch: int, resolution: int | None = None, dtype: str = 'bfloat16',
            remat: bool = False, depthwise_impl: str = 'auto', augment_on_device: bool = False,
-           augment_policy: str | None = None):
+           augment_policy: str | None = None, phi: float | None = None):
   """The config the benchmark runs: the builder's recipe for `model` with these overrides.
 
   `augment.on_device` is set to `augment_on_device` only where the builder's default (auto)
   means otherwise, so that elsewhere the recipe is the builder's own, unchanged.
-  `augment_policy` (None: the recipe's) replaces `augment.policy`.
+  `augment_policy` (None: the recipe's) replaces `augment.policy`. `phi` (None: the variant's
+  own) scales the variant with the compound rule, as the quick start's φ = -4 network.
   """
+  extra = {} if phi is None else {'phi': phi}
   config = config_lib.get_config(model, batch_size=batch, image_size=resolution, dtype=dtype,
-                                 remat=remat, depthwise_impl=depthwise_impl)
+                                 remat=remat, depthwise_impl=depthwise_impl, **extra)
   if augment_policy is not None:
     config.augment.policy = augment_policy
   # pylint: disable-next=g-import-not-at-top  (outside input/, never at module level)
@@ -149,7 +151,8 @@ def init_variables(net, rng: jax.Array, resolution: int, sharding) -> dict[str, 
 
 def build(model: str, *, batch: int, resolution: int | None = None, mode: str = 'train',
           dtype: str = 'bfloat16', remat: bool = False, depthwise_impl: str = 'auto',
-          augment_on_device: bool = False, augment_policy: str | None = None) -> Benchmark:
+          augment_on_device: bool = False, augment_policy: str | None = None,
+          phi: float | None = None) -> Benchmark:
   """Builds the model, its state and the jitted step exactly as training does, on synthetic data.
 
   Args:
@@ -163,6 +166,7 @@ def build(model: str, *, batch: int, resolution: int | None = None, mode: str = 
     augment_on_device: train: the step augments uint8 images with the recipe's policy first.
     augment_policy: with `augment_on_device`, 'autoaugment' or 'randaugment' instead of the
       recipe's policy (None).
+    phi: compound-scaling exponent applied to the variant (None: the variant as named).
 
   Returns:
     The `Benchmark`, with everything already on the devices.
@@ -171,7 +175,7 @@ def build(model: str, *, batch: int, resolution: int | None = None, mode: str = 
            augment_on_device=augment_on_device, augment_policy=augment_policy)
   config = recipe(model, batch=batch, resolution=resolution, dtype=dtype, remat=remat,
                   depthwise_impl=depthwise_impl, augment_on_device=augment_on_device,
-                  augment_policy=augment_policy)
+                  augment_policy=augment_policy, phi=phi)
   resolution = resolution or scaling.get_variant(model).resolution
   config.image_size = resolution
 
@@ -342,15 +346,15 @@ def run(bench: Benchmark, *, steps: int, warmup: int, profile_dir: str | None = 
 def benchmark(model: str, *, batch: int | Sequence[int], resolution: int | None = None,
               mode: str = 'train', dtype: str = 'bfloat16', remat: bool = False, steps: int = 20,
               warmup: int = 5, profile_dir: str | None = None, depthwise_impl: str = 'auto',
-              augment_on_device: bool = False, augment_policy: str | None = None
-              ) -> dict[str, Any]:
+              augment_on_device: bool = False, augment_policy: str | None = None,
+              phi: float | None = None) -> dict[str, Any]:
   """Builds and runs one configuration; returns the JSON-ready result.
 
   Args:
     model: a variant name.
     batch: the global batch size, or several: the largest that fits in memory is measured
       (`fit`), and the candidates tried are listed under 'batch_search'.
-    resolution, mode, dtype, remat, depthwise_impl, augment_on_device, augment_policy: see
+    resolution, mode, dtype, remat, depthwise_impl, augment_on_device, augment_policy, phi: see
       `build`.
     steps: timed steps.
     warmup: untimed steps before them.
@@ -362,7 +366,7 @@ def benchmark(model: str, *, batch: int | Sequence[int], resolution: int | None 
              warmup=warmup, augment_on_device=augment_on_device, augment_policy=augment_policy)
   build_kwargs = dict(resolution=resolution, mode=mode, dtype=dtype, remat=remat,
                       depthwise_impl=depthwise_impl, augment_on_device=augment_on_device,
-                      augment_policy=augment_policy)
+                      augment_policy=augment_policy, phi=phi)
   search = None
   if len(batches) == 1:
     bench, compiled = build(model, batch=batches[0], **build_kwargs), None
@@ -370,7 +374,7 @@ def benchmark(model: str, *, batch: int | Sequence[int], resolution: int | None 
     bench, compiled, search = fit(model, batches, **build_kwargs)
   result = {'model': model, 'mode': mode, 'batch': bench.config.batch_size,
             'resolution': bench.config.image_size, 'dtype': dtype, 'remat': remat,
-            'depthwise_impl': depthwise_impl, 'augment_on_device': augment_on_device,
+            'depthwise_impl': depthwise_impl, 'phi': phi, 'augment_on_device': augment_on_device,
             'augment_policy': bench.config.augment.policy if augment_on_device else None,
             'steps': steps, 'warmup': warmup}
   result.update(run(bench, steps=steps, warmup=warmup, profile_dir=profile_dir,

@@ -246,3 +246,21 @@ def test_fit_takes_the_largest_batch_that_fits(monkeypatch):
   assert [(e['batch'], e.get('reason')) for e in log] == [
       (32, 'memory_analysis'), (24, 'predicted'), (16, 'out_of_memory'), (12, None)]
   assert compiled_batches == [32, 16, 12]  # 24 was skipped without a compile.
+
+
+def test_phi_scales_the_benchmarked_variant_like_the_quick_start():
+  # The quick start network is b0 at φ = -4; --phi must build exactly that config's model.
+  quick = config_lib.get_config('b0', phi=-4.0, batch_size=8, image_size=32)
+  bench = harness.recipe('b0', batch=8, resolution=32, phi=-4.0)
+  assert bench.phi == quick.phi == -4.0
+  assert harness.recipe('b0', batch=8, resolution=32).phi != -4.0
+
+
+def test_xla_options_tool_refuses_a_variant_without_a_name_in_one_line():
+  tool = os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks', 'xla_cpu_options.py')
+  done = subprocess.run([sys.executable, tool, '--variant=no-colon'], capture_output=True,
+                        text=True, check=False)
+  assert done.returncode == 2
+  assert done.stderr.strip().splitlines() == [
+      "error: --variant='no-colon' must be NAME:XLA_FLAGS (flags may be empty: "
+      '--variant=default:).']
