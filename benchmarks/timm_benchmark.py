@@ -42,6 +42,26 @@ from timm.optim import RMSpropTF
 from timm.utils import ModelEmaV3
 
 
+# timm's B0 builders, which `--phi` rescales with the paper's width and depth bases.
+B0_MODELS = ('efficientnet_b0', 'tf_efficientnet_b0')
+
+
+def create_model(args: argparse.Namespace) -> torch.nn.Module:
+  """The timm model of `args.model`, compound-scaled by `args.phi` when given."""
+  kwargs = dict(pretrained=False, num_classes=1000, drop_rate=args.drop_rate,
+                drop_path_rate=args.drop_path_rate)
+  if args.phi is None:
+    return timm.create_model(args.model, **kwargs)
+  # timm registers no φ-scaled B0; its generator takes the multipliers (a private helper, so
+  # the parameter count is checked against ours in docs/benchmarks.md).
+  # pylint: disable-next=g-import-not-at-top,protected-access
+  from timm.models import efficientnet as timm_efficientnet
+  if args.model == 'tf_efficientnet_b0':
+    kwargs.update(bn_eps=1e-3, pad_type='same')
+  return timm_efficientnet._gen_efficientnet(  # pylint: disable=protected-access
+      args.model, channel_multiplier=1.1 ** args.phi, depth_multiplier=1.2 ** args.phi, **kwargs)
+
+
 class UsageError(ValueError):
   """A bad command-line input; printed as one line."""
 
@@ -52,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument('--batch', default='256',
                  help='Batch size, or a comma list to take the largest that fits.')
   p.add_argument('--resolution', type=int, default=224)
+  p.add_argument('--phi', type=float, default=None,
+                 help='Compound scaling of a B0 model: width 1.1^phi, depth 1.2^phi (-4: the '
+                      'quick start network, the same 2,056,282 parameters as ours).')
   p.add_argument('--mode', default='train', help='train or infer.')
   p.add_argument('--dtype', default='bfloat16', help='Autocast dtype: bfloat16 or float32.')
   p.add_argument('--steps', type=int, default=20)
@@ -85,6 +108,8 @@ def validate(args: argparse.Namespace) -> None:
     close = difflib.get_close_matches(args.model, timm.list_models(), n=5, cutoff=0.5)
     raise UsageError(f'Unknown timm --model {args.model!r}; closest: '
                      f'{", ".join(close) or "none (see timm.list_models())"}.')
+  if args.phi is not None and args.model not in B0_MODELS:
+    raise UsageError(f'--phi scales a B0 model ({", ".join(B0_MODELS)}), not {args.model!r}.')
   if args.mode not in ('train', 'infer'):
     raise UsageError(f"Unknown --mode {args.mode!r}; use 'train' or 'infer'.")
   if args.dtype not in ('bfloat16', 'float32'):
@@ -106,8 +131,7 @@ class Runner:
                compiled: bool):
     self.args, self.batch, self.device = args, batch, device
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = timm.create_model(args.model, pretrained=False, num_classes=1000,
-                              drop_rate=args.drop_rate, drop_path_rate=args.drop_path_rate)
+    model = create_model(args)
     if args.grad_checkpointing:
       model.set_grad_checkpointing(True)
     self.model = model.to(device, memory_format=memory_format)
@@ -260,7 +284,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Outside the except clause: its traceback holds the failed Runner's tensors until it ends.
     release(device)
 
-  out = {'model': args.model, 'mode': args.mode, 'resolution': args.resolution,
+  out = {'model': args.model, 'phi': args.phi, 'mode': args.mode, 'resolution': args.resolution,
          'dtype': args.dtype, 'channels_last': args.channels_last,
          'grad_checkpointing': args.grad_checkpointing, 'ema': args.ema and args.mode == 'train',
          'steps': args.steps, 'warmup': args.warmup}
