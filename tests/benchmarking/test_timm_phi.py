@@ -1,5 +1,6 @@
 """The timm side of the CPU comparison builds the same network as ours at a given φ."""
 
+import json
 import os
 import subprocess
 import sys
@@ -38,3 +39,31 @@ def test_phi_on_another_model_is_refused_in_one_line():
   assert done.returncode == 2
   assert len(done.stderr.strip().splitlines()) == 1
   assert '--phi scales a B0 model' in done.stderr
+
+
+COMPARE = os.path.join(os.path.dirname(SCRIPT), 'cpu_compare.py')
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--shapes=b1@32x8'], "--shapes item 'b1@32x8' must be MODEL[φPHI]@RESOLUTIONxBATCH"),
+    (['--modes=eval'], "--modes='eval' must be train, infer or train,infer."),
+    (['--steps=0'], '--steps must be ≥ 1'),
+])
+def test_cpu_compare_refuses_bad_arguments_in_one_line(args, message):
+  done = subprocess.run([sys.executable, COMPARE] + args, capture_output=True, text=True,
+                        check=False)
+  assert done.returncode == 2
+  assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
+
+
+def test_cpu_compare_runs_both_sides_and_reports_their_ratio():
+  done = subprocess.run([sys.executable, COMPARE, '--shapes=b0φ-8@32x4', '--modes=infer',
+                         '--steps=1', '--warmup=1', '--json'], capture_output=True, text=True,
+                        check=False, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  (result,) = json.loads(done.stdout.strip().splitlines()[-1])
+  ours, theirs = result['ours'], result['timm']
+  assert ours['phi'] == theirs['phi'] == -8.0 and ours['batch'] == theirs['batch'] == 4
+  row = next(l for l in done.stdout.splitlines() if l.startswith('| b0 φ=-8 '))
+  ratio = float(row.split('|')[7].strip().rstrip('×'))
+  assert ratio == pytest.approx(theirs['step_ms_median'] / ours['step_ms_median'], abs=0.01)
