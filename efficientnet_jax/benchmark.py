@@ -13,6 +13,7 @@ ml_collections.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -23,6 +24,7 @@ from efficientnet_jax import cli
 from efficientnet_jax.benchmarking import harness
 from efficientnet_jax.models import scaling
 from efficientnet_jax.training import compile_cache
+from efficientnet_jax.training import xla_options
 
 
 def parse_batches(text: str) -> list[int]:
@@ -50,7 +52,8 @@ def format_summary(r: dict[str, Any]) -> str:
           f'  {r["images_per_sec"]:,.1f} img/s, step {r["step_ms_median"]:.2f} ms median '
           f'({r["step_ms_pipelined"]:.2f} ms pipelined), MFU {mfu}\n'
           f'  compile {r["compile_s"]:.2f} s (+ lower {r["lower_s"]:.2f} s){cache}, '
-          f'peak memory {memory}, {r["flops_per_image"] / 1e9:.3f} GFLOPs/img forward')
+          f'peak memory {memory}, {r["flops_per_image"] / 1e9:.3f} GFLOPs/img forward'
+          + (f'\n  XLA_FLAGS={r["xla_flags"]}' if r.get('xla_flags') else ''))
 
 
 def _define_flags() -> None:
@@ -77,6 +80,10 @@ def _define_flags() -> None:
                     "With --augment_on_device: this policy instead of the recipe's.")
   flags.DEFINE_bool('json', False, 'Print one JSON object (the last stdout line).')
   flags.DEFINE_string('profile_dir', None, 'Also write a profiler trace of a few extra steps.')
+  flags.DEFINE_enum('xla_cpu_opt_preset', xla_options.DEFAULT_CPU_OPT_PRESET,
+                    list(xla_options.CPU_OPT_PRESETS),
+                    "XLA:CPU's preset, as training uses it (config.xla_cpu_opt_preset); a "
+                    '--xla_cpu_opt_preset in XLA_FLAGS wins.')
   flags.DEFINE_string('cache_dir', compile_cache.default_dir(),
                       f'Persistent compilation cache (default ${compile_cache.ENV_VAR} or '
                       '~/.cache/efficientnet_jax/xla); empty turns it off.')
@@ -90,6 +97,7 @@ def main(argv):
     raise cli.UsageError(f'Unexpected arguments {argv[1:]}; options are --flag=value.')
   if not FLAGS.model:
     raise cli.UsageError(f'--model is required; valid names: {", ".join(scaling.MODEL_NAMES)}.')
+  xla_options.apply(cpu_opt_preset=FLAGS.xla_cpu_opt_preset)  # Before the backend starts.
   batches = parse_batches(FLAGS.batch)
   for batch in batches:
     harness.validate(FLAGS.model, batch=batch, resolution=FLAGS.resolution, mode=FLAGS.mode,
@@ -104,7 +112,7 @@ def main(argv):
                              profile_dir=FLAGS.profile_dir, depthwise_impl=FLAGS.depthwise_impl,
                              augment_on_device=FLAGS.augment_on_device,
                              augment_policy=FLAGS.augment_policy, phi=FLAGS.phi)
-  result.update(compile_cache_dir=cache_dir, compile_cache_hits=cache_counts['hits'],
+  result.update(xla_flags=os.environ.get('XLA_FLAGS', ''), compile_cache_dir=cache_dir, compile_cache_hits=cache_counts['hits'],
                 compile_cache_misses=cache_counts['misses'])
   if FLAGS.json:
     print(json.dumps(result), flush=True)

@@ -38,7 +38,9 @@ def run(config, workdir: str, hooks: Sequence = ()) -> None:
   """
   # pylint: disable=g-import-not-at-top  (XLA's flags and the cache must precede the backend)
   from efficientnet_jax.training import compile_cache
-  compile_cache.set_backend_optimization_level(config.xla_backend_optimization_level)
+  from efficientnet_jax.training import xla_options
+  xla_options.apply(backend_optimization_level=config.xla_backend_optimization_level,
+                    cpu_opt_preset=config.xla_cpu_opt_preset)
   if config.compilation_cache_dir:
     compile_cache.enable(config.compilation_cache_dir)
   cli.initialize_distributed()

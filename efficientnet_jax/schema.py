@@ -175,6 +175,9 @@ KEYS: tuple[Key, ...] = (
        optional=True),
     _K('xla_backend_optimization_level', int, None, "XLA's backend optimisation level; unset: "
        "XLA's default (0 compiles faster, runs CPU steps slower).", changes=RUN, optional=True),
+    _K('xla_cpu_opt_preset', str, 'FAST_COMPILE', "XLA:CPU's preset: FAST_COMPILE (compiles and "
+       'runs our CPU steps faster), DEFAULT or FAST_RUNTIME; GPU/TPU programs are unchanged.',
+       changes=RUN),
 )
 
 BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}

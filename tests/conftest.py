@@ -31,7 +31,10 @@ sys.modules.setdefault('triton', None)
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 TEST_PLATFORM = os.environ.get('EFFICIENTNET_JAX_TEST_PLATFORM', 'cpu')
-TEST_XLA_FLAGS = ('--xla_backend_optimization_level=0', '--xla_cpu_use_fusion_emitters=false')
+# The CPU preset is the runs' own default (`xla_options.DEFAULT_CPU_OPT_PRESET`): set here too so
+# that in-process tests compile what their child processes and `main` compile.
+TEST_XLA_FLAGS = ('--xla_backend_optimization_level=0', '--xla_cpu_use_fusion_emitters=false',
+                  '--xla_cpu_opt_preset=FAST_COMPILE')
 if TEST_PLATFORM == 'cpu':  # On an accelerator the tests measure XLA's defaults there.
   for _flag in TEST_XLA_FLAGS:
     if _flag.split('=')[0] not in os.environ.get('XLA_FLAGS', ''):

@@ -69,8 +69,9 @@ TIMING_FIELDS = ('train_seconds', 'environment')
 # the same config give other numbers (a new default in the code, another data order, other
 # floating-point arithmetic). It is part of every trial's identity, so results computed before the
 # change are refused by name instead of being reused (tests/studies/test_identity.py pins a tiny
-# trial's numbers to this version: it fails until the version is bumped).
-COMPUTATION_VERSION = 2
+# trial's numbers to this version: it fails until the version is bumped). 3: XLA:CPU's FAST_COMPILE
+# preset became the default (`train.xla_cpu_opt_preset`).
+COMPUTATION_VERSION = 3
 # The layout of result.json / results.json records: bump it when their fields change. 3: a seed
 # has predictions.npz beside its result.json, and results.json records carry
 # `<metric>_interval` and `comparisons`. A seed's result.json of an earlier layout listed in
@@ -406,8 +407,9 @@ def apply_runtime_settings(config, workdir: str) -> None:
   """Process-wide settings; must run before JAX compiles anything.
 
   * A failed checkpoint write is reported once, as for `main` (`training.quiet_orbax`).
-  * `config.train.xla_backend_optimization_level`: XLA reads XLA_FLAGS when its backend starts
-    (the first computation), not at `import jax`, so setting it here still applies.
+  * `config.train.xla_backend_optimization_level` and `.xla_cpu_opt_preset`
+    (`training.xla_options`): XLA reads XLA_FLAGS when its backend starts (the first
+    computation), not at `import jax`, so setting them here still applies.
   * A persistent compilation cache, `config.train.compilation_cache_dir` or else DIR/xla_cache:
     the programs a trial compiles again after training (evaluating its checkpoint) load from it,
     and so does every step of a resumed trial, on any host that shares DIR.
@@ -416,8 +418,10 @@ def apply_runtime_settings(config, workdir: str) -> None:
   from efficientnet_jax.training import checkpointing
   from efficientnet_jax.training import compile_cache
   from efficientnet_jax.training import quiet_orbax
+  from efficientnet_jax.training import xla_options
   quiet_orbax.install(checkpointing.is_write_failure)
-  compile_cache.set_backend_optimization_level(config.train.xla_backend_optimization_level)
+  xla_options.apply(backend_optimization_level=config.train.xla_backend_optimization_level,
+                    cpu_opt_preset=config.train.xla_cpu_opt_preset)
   compile_cache.enable(config.train.compilation_cache_dir or
                        os.path.join(workdir, 'xla_cache'))
 

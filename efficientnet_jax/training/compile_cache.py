@@ -41,20 +41,6 @@ def enable(cache_dir: str | None = None) -> str:
   return cache_dir
 
 
-def set_backend_optimization_level(level: int | None) -> None:
-  """Sets XLA's backend optimisation level for this process (None: leave XLA's default).
-
-  XLA reads `XLA_FLAGS` when the backend starts (the first computation or device query), not at
-  `import jax`, so this works after the import as long as nothing has run yet. A flag already
-  in `XLA_FLAGS` (the user's) wins.
-  """
-  flag = '--xla_backend_optimization_level'
-  current = os.environ.get('XLA_FLAGS', '')
-  if level is None or flag in current:
-    return
-  os.environ['XLA_FLAGS'] = f'{current} {flag}={int(level)}'.strip()
-
-
 _HIT_EVENT = '/jax/compilation_cache/cache_hits'
 _MISS_EVENT = '/jax/compilation_cache/cache_misses'
 

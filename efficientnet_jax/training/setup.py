@@ -30,6 +30,7 @@ from efficientnet_jax.training import optimizer as optimizer_lib
 from efficientnet_jax.training import run_paths
 from efficientnet_jax.training import state as state_lib
 from efficientnet_jax.training import steps as steps_lib
+from efficientnet_jax.training import xla_options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +56,7 @@ def validate(config, workdir: str | None = None) -> None:
     run_paths.check_path_kind(config.init_from, '--config.init_from')
   efficientnet.model_from_config(config)  # An unknown model name or field fails here.
   optimizer_lib.check_names(config)
+  xla_options.check_cpu_opt_preset(config.xla_cpu_opt_preset)
   # Inside the function: outside input/, the input part is never imported at module level.
   # pylint: disable=g-import-not-at-top  (both TF-free)
   from efficientnet_jax.input import augment_policies
