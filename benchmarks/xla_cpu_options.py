@@ -9,7 +9,9 @@ compile is cold) while this process only waits, so no variant shares the cores w
 or with its parent. `--repeats` runs the whole list again, interleaved (A B A B), so drift of
 the machine shows in the spread instead of in the ratio. Printed: one Markdown row per
 variant with the median step, its CPU time, the cold compile (wall and CPU) and the ratio of
-its step to the first variant's. `--depthwise_impl` and `--mode` pass through.
+its step to the first variant's. `--depthwise_impl` and `--mode` pass through. An empty
+variant runs the benchmark's default preset (FAST_COMPILE, as training); XLA's own default is
+`--variant=xla_default:--xla_cpu_opt_preset=DEFAULT`.
 """
 
 from __future__ import annotations
