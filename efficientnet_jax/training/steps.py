@@ -123,8 +123,9 @@ def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing:
   def loss_fn(params, batch_stats, images, labels, rng):
     logits, updates = model.apply({'params': params, 'batch_stats': batch_stats}, images,
                                   train=True, mutable=['batch_stats'], rngs={'dropout': rng})
-    loss = cross_entropy(logits, labels, label_smoothing).mean()
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    with jax.named_scope('loss'):
+      loss = cross_entropy(logits, labels, label_smoothing).mean()
+      accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
     return loss, (updates['batch_stats'], accuracy)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -158,23 +159,28 @@ def make_train_step(model, tx: optax.GradientTransformation, *, label_smoothing:
     else:
       (loss, (batch_stats, accuracy)), grads = grad_fn(
           state.params, state.batch_stats, images, batch['label'], rng)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    # The named scopes only label the compiled program's ops (benchmarks/cpu_profile.py groups
+    # a profile's time by them); they change no computation.
+    with jax.named_scope('optimizer'):
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
     ema = state.ema
     if ema is not None and ema_decay:
-      # TF's EMA warm-up counts the step after the increment (1 on the first update).
-      ema = optimizer.update_ema(ema, {'params': params, 'batch_stats': batch_stats},
-                                 state.step + 1, ema_decay)
-    grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=keep(params, state.params),
-        batch_stats=keep(batch_stats, state.batch_stats),
-        opt_state=keep(opt_state, state.opt_state),
-        ema=keep(ema, state.ema),
-        skipped_steps=state.skipped_steps + (1 - finite.astype(jnp.int32)))
+      with jax.named_scope('ema'):
+        # TF's EMA warm-up counts the step after the increment (1 on the first update).
+        ema = optimizer.update_ema(ema, {'params': params, 'batch_stats': batch_stats},
+                                   state.step + 1, ema_decay)
+    with jax.named_scope('finite_check'):
+      grad_norm = optax.tree.norm(grads)
+      finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params)
+      keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+      new_state = state.replace(
+          step=state.step + 1,
+          params=keep(params, state.params),
+          batch_stats=keep(batch_stats, state.batch_stats),
+          opt_state=keep(opt_state, state.opt_state),
+          ema=keep(ema, state.ema),
+          skipped_steps=state.skipped_steps + (1 - finite.astype(jnp.int32)))
     metrics = {'train_loss': loss, 'train_accuracy': accuracy, 'grad_norm': grad_norm,
                'nonfinite': 1 - finite.astype(jnp.int32)}
     return new_state, metrics
