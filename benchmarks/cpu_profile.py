@@ -30,20 +30,20 @@ import sys
 import tempfile
 
 # First match wins: the group of an instruction, from its op_name.
-GROUPS = (
-    ('optimizer update', re.compile(r'/optimizer(/|$)')),
-    ('EMA update', re.compile(r'/ema(/|$)')),
-    ('finite check + keep', re.compile(r'/finite_check(/|$)')),
-    ('loss', re.compile(r'/loss(/|$)')),
-    ('squeeze-excite', re.compile(r'/se/')),
-    ('batch norm', re.compile(r'_bn/')),
-    ('depthwise conv', re.compile(r'/depthwise_conv/')),
-    ('1×1 convs (expand, project, head)', re.compile(r'/(expand|project|head)_conv/')),
-    ('stem conv', re.compile(r'/stem_conv/')),
-    ('classifier', re.compile(r'/classifier/')),
-    ('SiLU', re.compile(r'silu')),
-    ('dropout / drop-path', re.compile(r'[Dd]rop')),
-)
+GROUPS = tuple((label, re.compile(pattern)) for label, pattern in (
+    ('optimizer update', r'/optimizer(/|$)'),
+    ('EMA update', r'/ema(/|$)'),
+    ('finite check + keep', r'/finite_check(/|$)'),
+    ('loss', r'/loss(/|$)'),
+    ('squeeze-excite', r'/se/'),
+    ('batch norm', r'_bn/'),
+    ('depthwise conv', r'/depthwise_conv/'),
+    ('1×1 convs (expand, project, head)', r'/(expand|project|head)_conv/'),
+    ('stem conv', r'/stem_conv/'),
+    ('classifier', r'/classifier/'),
+    ('SiLU', r'silu'),
+    ('dropout / drop-path', r'[Dd]rop'),
+))
 _INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?metadata=\{[^}]*?op_name="([^"]*)"')
 
 

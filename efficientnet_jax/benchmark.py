@@ -112,7 +112,8 @@ def main(argv):
                              profile_dir=FLAGS.profile_dir, depthwise_impl=FLAGS.depthwise_impl,
                              augment_on_device=FLAGS.augment_on_device,
                              augment_policy=FLAGS.augment_policy, phi=FLAGS.phi)
-  result.update(xla_flags=os.environ.get('XLA_FLAGS', ''), compile_cache_dir=cache_dir, compile_cache_hits=cache_counts['hits'],
+  result.update(xla_flags=os.environ.get('XLA_FLAGS', ''), compile_cache_dir=cache_dir,
+                compile_cache_hits=cache_counts['hits'],
                 compile_cache_misses=cache_counts['misses'])
   if FLAGS.json:
     print(json.dumps(result), flush=True)
