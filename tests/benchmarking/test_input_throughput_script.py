@@ -47,5 +47,21 @@ def test_one_command_gives_our_stage_timm_stage_and_ratio():
   assert ratio['ratio_per_cpu_sec'] == pytest.approx(
       ours['images_per_cpu_sec'] / timm['images_per_cpu_sec'])
   assert result['timm']['torch_threads'] == 1
+  # timm is timed first, this process waiting: its busy share is the check, recorded.
+  assert 0 <= result['timm']['parent_busy_share'] < 0.5
+  assert result['timm']['child_wall_seconds'] > 0
   assert result['vs_timm']['autoaugment']['timm_stage'] == 'timm_autoaugment'
   assert result['cores_needed_for_target'].keys() == {'decode', 'autoaugment'}
+
+
+def test_timm_after_ours_reports_the_second_run_against_the_first():
+  if not timm_installed():
+    pytest.skip('timm or torch not installed')
+  result = run_script('--stages=decode,timm_decode', '--timm_after_ours')
+
+  after = result['timm']['after_ours']
+  first = result['stages']['timm_decode']['images_per_cpu_sec']
+  assert after['rate_vs_first']['timm_decode'] == pytest.approx(
+      after['images_per_cpu_sec']['timm_decode'] / first)
+  # The ratio to ours uses the first (idle-parent) run, not the second.
+  assert result['vs_timm']['decode']['timm_images_per_cpu_sec'] == first
