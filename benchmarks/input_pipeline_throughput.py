@@ -302,13 +302,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
       'stages': stages, 'vs_timm': ratios_to_timm(stages), 'timm': timm,
       'target_images_per_sec': args.target_images_per_sec,
       'cores_needed_for_target': cores_needed(stages, args.target_images_per_sec),
-      'host_cpus': os.cpu_count(), 'cpu': _cpu_name(), 'load_average_before': load_before,
+      'host_cpus': os.cpu_count(), 'cpu': cpu_name(), 'load_average_before': load_before,
       'load_average_after': os.getloadavg(), 'tensorflow_version': tf.__version__,
       'python_version': platform.python_version(),
   }
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
   try:
     with open('/proc/cpuinfo') as f:
       for line in f:
