@@ -160,15 +160,21 @@ def cluttered_experiment() -> ml_collections.ConfigDict:
   return experiment(cluttered_train(), DIGITS_BASELINE)
 
 
-def cluttered_config_arg(c: ml_collections.ConfigDict, arg: str | None) -> None:
-  """Applies a cluttered config's ':arg': None or 'tiny' (`apply_tiny`, on small splits)."""
+def cluttered_config_arg(c: ml_collections.ConfigDict, arg: str | None,
+                         own_args: tuple[str, ...] = ()) -> None:
+  """Applies a cluttered config's ':arg': None or 'tiny' (`apply_tiny`, on small splits).
+
+  `own_args` are the args the calling config handles itself (accepted here, named in the error).
+  """
   if arg == 'tiny':
     apply_tiny(c)
     c.train.cluttered_digits.train_size = 256
     c.train.cluttered_digits.test_size = 200
     c.train.eval_batch_size = 200
-  elif arg not in (None, ''):
-    raise ValueError(f"Unknown config arg {arg!r}; the one arg is 'tiny'.")
+  elif arg not in (None, '', *own_args):
+    known = ' and '.join(repr(a) for a in ('tiny', *own_args))
+    raise ValueError(f'Unknown config arg {arg!r}; the one arg is {known}.' if not own_args else
+                     f'Unknown config arg {arg!r}; the args are {known}.')
 
 
 # Imagenette (10 ImageNet classes, 9,469 train / 3,925 validation images; TFDS `imagenette`,

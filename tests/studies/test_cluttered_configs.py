@@ -37,7 +37,7 @@ def test_each_config_trains_the_calibrated_proxy(module):
   assert (cluttered_digits.Params().canvas, cluttered_digits.Params().clutter) == (32, 2)
   tiny = module.get_config('tiny')
   assert tiny.train.total_steps == 2 and tiny.train.cluttered_digits.test_size == 200
-  with pytest.raises(ValueError, match="the one arg is 'tiny'"):
+  with pytest.raises(ValueError, match="Unknown config arg 'detail'.*'tiny'"):
     module.get_config('detail')
 
 
@@ -62,6 +62,15 @@ def test_curves_reach_phi_3_in_each_dimension():
   assert tuple(curves.phis) == (0, 1, 2, 3)
   assert (curves.alpha, curves.beta, curves.gamma) == (1.2, 1.1, 1.15)
   assert tuple(curves.dimensions) == ('width', 'depth', 'resolution')
+
+
+def test_fig4_has_three_widths_per_curve_and_five_with_fine():
+  fig4 = cluttered_width_by_depth_res.get_config().fig4
+  assert tuple(fig4.depth_resolution) == ((1.0, 1.0), (1.0, 1.3), (2.0, 1.0), (2.0, 1.3))
+  assert tuple(fig4.widths) == (1.0, 1.8, 2.6)
+  fine = cluttered_width_by_depth_res.get_config('fine')
+  assert tuple(fine.fig4.widths) == (1.0, 1.4, 1.8, 2.2, 2.6)
+  assert fine.train.to_dict() == cluttered_width_by_depth_res.get_config().train.to_dict()
 
 
 def test_the_dataset_alone_gives_the_calibrated_construction():
