@@ -65,6 +65,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # pylint: disable=g-import-not-at-top
 import jax
 
+from efficientnet_jax import cli
 from efficientnet_jax.benchmarking import measures
 from efficientnet_jax.models import scaling
 from efficientnet_jax.training import compile_cache
@@ -85,17 +86,11 @@ JPEG_HEIGHT, JPEG_WIDTH = 375, 500
 VARIANT = re.compile(r'^(?P<model>[a-z0-9]+)(?:(?:φ|phi)(?P<phi>-?[0-9]+(?:\.[0-9]*)?))?$')
 
 
-def usage_error(message: str) -> NoReturn:
-  """One `error:` line on stderr and exit 2, as the package's tools report a bad input."""
-  print(f'error: {message}', file=sys.stderr, flush=True)
-  raise SystemExit(2)
-
-
 class _Parser(argparse.ArgumentParser):
-  """argparse, with a bad flag reported on one line (`usage_error`), without the usage block."""
+  """argparse, with a bad flag reported on one line (`cli.fail`), without the usage block."""
 
   def error(self, message: str) -> NoReturn:
-    usage_error(message)
+    cli.fail(message)
 
 
 def make_parser() -> _Parser:
@@ -151,7 +146,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.error(f'--steps={args.steps} and --warmup_steps={args.warmup_steps} must be ≥ 1 (the '
             'warm-up compiles the step).')
   if args.image_size < 8 or args.batch_size < 1:
-    p.error(f'--image_size={args.image_size} must be ≥ 8 and --batch_size={args.batch_size} ≥ 1.')
+    p.error(f'--image_size={args.image_size} must be ≥ 8 and '
+            f'--batch_size={args.batch_size} ≥ 1.')
   if args.num_classes < 1 or args.num_jpegs < max(args.batch_size, args.num_classes):
     p.error(f'--num_jpegs={args.num_jpegs} must be at least --batch_size={args.batch_size} (an '
             f'epoch holds whole batches) and --num_classes={args.num_classes} ≥ 1.')
@@ -357,14 +353,14 @@ def machine() -> dict[str, Any]:
 def prepare(args: argparse.Namespace) -> str:
   """Starts the backend with the config's XLA options, as `main.run` does; returns the dtype.
 
-  A config the run cannot use is one `usage_error` line.
+  A config the run cannot use is one `cli.fail` line.
   """
   try:
     config = training_config(args, data_dir='', num_classes=1, on_device=None, dtype=args.dtype)
     xla_options.apply(backend_optimization_level=config.xla_backend_optimization_level,
                       cpu_opt_preset=config.xla_cpu_opt_preset)
   except (ValueError, KeyError, AttributeError) as error:
-    usage_error(f'--config={args.config}: {error.args[0] if error.args else error}')
+    cli.fail(f'--config={args.config}: {error.args[0] if error.args else error}')
   # XLA's flags above and the cache here precede the backend's start (the next line).
   if config.compilation_cache_dir:
     compile_cache.enable(config.compilation_cache_dir)
@@ -373,7 +369,7 @@ def prepare(args: argparse.Namespace) -> str:
     setup_lib.validate(training_config(args, data_dir='', num_classes=1, on_device=None,
                                        dtype=dtype))
   except ValueError as error:  # ConfigError is one: a batch the devices cannot split, ….
-    usage_error(str(error))
+    cli.fail(str(error))
   return dtype
 
 

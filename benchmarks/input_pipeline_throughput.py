@@ -280,9 +280,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     print(skipped, file=sys.stderr, flush=True)
     timm['skipped'] = skipped
   elif timm_stages:
-    # timm first, while this process has run no tf.data pipeline: timed after ours, the child
-    # shared the machine with this process's idle-but-not-quiet TensorFlow threads and measured
-    # 13-37% slower (docs/benchmarks.md).
+    # timm first, while this process has run no tf.data pipeline and only waits: nothing of ours
+    # can share the cores with it (`parent_busy_share` checks; `--timm_after_ours` compares).
     stages, timm = measure_timm(timm_stages, jpegs, args)
   stages.update({stage: measure_ours(stage, jpegs, args) for stage in requested
                  if stage in OUR_STAGES})
@@ -347,10 +346,10 @@ def format_summary(r: dict[str, Any]) -> str:
     lines.append(f'  timm child timed first: this process busy {busy:.1f}% of its wall time')
   if 'after_ours' in r['timm']:
     after = r['timm']['after_ours']
-    lines.append('  timm child again after ours (busy share '
-                 f'{100 * after["parent_busy_share"]:.1f}%): ' + ', '.join(
-                     f'{stage} {rate:.1f} per CPU-s ({after["rate_vs_first"][stage]:.2f}× the first run)'
-                     for stage, rate in after['images_per_cpu_sec'].items()))
+    rates = ', '.join(f'{stage} {rate:.1f} per CPU-s ({after["rate_vs_first"][stage]:.2f}× '
+                      'the first run)' for stage, rate in after['images_per_cpu_sec'].items())
+    lines.append(f'  timm child again after ours (busy share '
+                 f'{100 * after["parent_busy_share"]:.1f}%): {rates}')
   if r['cores_needed_for_target']:
     lines.append(f'  cores for {r["target_images_per_sec"]:,.0f} img/s: ' + ', '.join(
         f'{stage} {cores}' for stage, cores in r['cores_needed_for_target'].items()))

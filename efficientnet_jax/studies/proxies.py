@@ -173,8 +173,8 @@ def cluttered_config_arg(c: ml_collections.ConfigDict, arg: str | None,
     c.train.eval_batch_size = 200
   elif arg not in (None, '', *own_args):
     known = ' and '.join(repr(a) for a in ('tiny', *own_args))
-    raise ValueError(f'Unknown config arg {arg!r}; the one arg is {known}.' if not own_args else
-                     f'Unknown config arg {arg!r}; the args are {known}.')
+    raise ValueError(f'Unknown config arg {arg!r}; '
+                     f'{"the args are" if own_args else "the one arg is"} {known}.')
 
 
 # Imagenette (10 ImageNet classes, 9,469 train / 3,925 validation images; TFDS `imagenette`,
