@@ -8,7 +8,8 @@ differences) that the paper says is positive. The studies test these:
   difference is biased upward (the winner's curse) and 'supported' is the most it can say, not
   how large the lead is;
 * the scaling curves (`curves_claims`, paper Fig. 3 and Table 7): at each φ > 0, compound scaling
-  beats each single-dimension scaling solved to the compound model's measured FLOPs;
+  beats each single-dimension scaling solved to the compound model's measured FLOPs; and each
+  single dimension improves on the baseline but saturates (`saturation_claims`);
 * Fig. 4 (`width_claims`): width saturates sooner at the baseline's depth and resolution, read
   as: widening from the narrowest to the widest w gains more on each other (d, r) curve than on
   the baseline's (the first pair, (1, 1) in the paper's list).
@@ -75,7 +76,11 @@ def search_claims(records: Sequence[Record], metric: str) -> list[Claim]:
 
 
 def curves_claims(records: Sequence[Record], metric: str) -> list[Claim]:
-  """At each φ > 0: compound scaling beats each single dimension at its FLOPs (paper Fig. 3)."""
+  """Paper Fig. 3: each single dimension improves and saturates; compound beats each of them.
+
+  At each φ > 0, compound scaling beats each single dimension solved to the compound model's
+  FLOPs; then, per single dimension, `saturation_claims`.
+  """
   del metric  # The claims do not depend on which figure is compared.
   by_key = {(r['series'], r['phi']): r for r in records}
   claims = []
@@ -92,6 +97,40 @@ def curves_claims(records: Sequence[Record], metric: str) -> list[Claim]:
             f'compound scaling beats {series}-only scaling at φ = {phi:g} (trial '
             f'{compound["trial"]} vs {single["trial"]}{off})',
             ((compound['trial'], 1.0), (single['trial'], -1.0)), 1, compound['trial']))
+  return claims + saturation_claims(records)
+
+
+def saturation_claims(records: Sequence[Record]) -> list[Claim]:
+  """Per single dimension: scaling it up improves accuracy, but the gain diminishes (Fig. 3).
+
+  Read as two signs on each series' curve from the baseline (the compound series at φ = 0):
+  its largest φ beats the baseline; and the last step of the curve gains less per unit of φ than
+  the first (each unit of φ doubles the budget, so equal steps in φ are equal steps in log
+  FLOPs). Series with fewer than two φ > 0 make only the first claim.
+  """
+  by_key = {(r['series'], r['phi']): r for r in records}
+  base = by_key.get(('compound', 0.0))
+  if base is None:
+    return []
+  claims = []
+  for series in _SERIES[1:]:
+    phis = [0.0] + sorted(p for s, p in by_key if s == series and p > 0)
+    if len(phis) < 2:
+      continue
+    curve = [base] + [by_key[(series, p)] for p in phis[1:]]
+    top = curve[-1]
+    claims.append(Claim(
+        f'{series}-only scaling at φ = {phis[-1]:g} beats the baseline (trial {top["trial"]} '
+        f'vs {base["trial"]})', ((top['trial'], 1.0), (base['trial'], -1.0)), 1, top['trial']))
+    if len(phis) < 3:
+      continue
+    first, last = phis[1] - phis[0], phis[-1] - phis[-2]
+    claims.append(Claim(
+        f'{series}-only scaling saturates: φ = {phis[-2]:g} → {phis[-1]:g} gains less per unit '
+        f'of φ than φ = 0 → {phis[1]:g} (trials {curve[-2]["trial"]} → {top["trial"]} vs '
+        f'{base["trial"]} → {curve[1]["trial"]})',
+        ((curve[1]['trial'], 1.0 / first), (base['trial'], -1.0 / first),
+         (top['trial'], -1.0 / last), (curve[-2]['trial'], 1.0 / last)), 1, top['trial']))
   return claims
 
 

@@ -135,8 +135,14 @@ def contrast(corrects: Sequence, weights: Sequence[float], groups=None, n_boot: 
 
 def top1_interval(correct, groups=None, n_boot: int = N_BOOT, seed: int = 0,
                   level: float = LEVEL) -> Estimate:
-  """One model's top-1 (the mean over seeds and examples) with its interval (module docstring)."""
-  return _estimate(_as_matrix(correct, 'correct'), groups, n_boot, seed, level)
+  """One model's top-1 (the mean over seeds and examples) with its interval (module docstring).
+
+  The seed part is a t-interval, which near 0 or 1 can reach past them with few, spread seeds
+  (0.88 ± 0.07 over 3 seeds reaches 1.06); a top-1 cannot, so the ends are clipped to [0, 1]
+  (which keeps the coverage: only impossible values are cut) and `p_value` is left as drawn.
+  """
+  estimate = _estimate(_as_matrix(correct, 'correct'), groups, n_boot, seed, level)
+  return dataclasses.replace(estimate, low=max(estimate.low, 0.0), high=min(estimate.high, 1.0))
 
 
 def verdict(interval: tuple[float, float], claim_direction: int) -> str:

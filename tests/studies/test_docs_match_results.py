@@ -108,3 +108,55 @@ def test_cluttered_search_figures_in_both_readmes(readme):
   assert f"{_percent(paper['top1'])} ± {_percent(paper['top1_std'])}%" in readme
   spread = sorted(s['top1'] for s in min(results, key=lambda r: r['top1'])['per_seed'])
   assert f'{_percent(spread[0])}–{_percent(spread[-1])}%' in readme
+
+
+def _points(value: float, sign: bool = True) -> str:
+  return f'{100 * value:{"+" if sign else ""}.2f}'.replace('-', '−')
+
+
+def _interval(claim: dict) -> str:
+  low, high = claim['interval']
+  return f'[{_points(low)}, {_points(high)}]'
+
+
+def test_cluttered_curves_table_and_every_claim_in_experiments_readme():
+  results = _results('cluttered_curves_3seeds')
+  experiments = _text('experiments/README.md')
+  for record in results:
+    cell = (f"{_percent(record['top1'])} ± {_percent(record['top1_std'])}% "
+            f"({'loss ' if record['phi'] == 0 else ''}{record['train_loss_end']:.2f})")
+    assert cell in experiments, (record['series'], record['phi'], cell)
+  claims = [c for r in results for c in r.get('comparisons') or []]
+  assert len(claims) == 15
+  for claim in claims:
+    assert _points(claim['difference']) in experiments, claim['claim']
+    assert _interval(claim) in experiments, claim['claim']
+
+
+def test_cluttered_curves_verdicts_in_both_readmes(readme):
+  results = _results('cluttered_curves_3seeds')
+  experiments = _text('experiments/README.md')
+  claims = [c for r in results for c in r.get('comparisons') or []]
+  compound = [c for c in claims if c['claim'].startswith('compound')]
+  verdicts = [c['verdict'] for c in compound]
+  words = {0: 'none', 1: 'one', 8: 'eight', 9: 'nine'}
+  summary = (f"Of {words[len(compound)]} comparisons {words[verdicts.count('supported')]} is "
+             f"supported")
+  assert summary in readme and summary in experiments
+  assert f"{words[verdicts.count('inconclusive')]} are inconclusive" in experiments
+  assert verdicts.count('contradicted') == 0 and 'none contradicted' in readme
+  [supported] = [c for c in compound if c['verdict'] == 'supported']
+  quoted = f'{_points(supported["difference"])} points, 95% interval {_interval(supported)}'
+  assert quoted in readme and quoted in experiments
+  for series in ('width', 'resolution'):
+    [better] = [c for c in claims if c['claim'].startswith(f'{series}-only scaling at φ = 3 beats')]
+    assert better['verdict'] == 'supported'
+    assert f'{_points(better["difference"])} points' in readme
+  saturation = [c for c in claims if 'saturates' in c['claim']]
+  assert {c['verdict'] for c in saturation} == {'inconclusive'}
+  assert 'inconclusive for all three' in readme and 'inconclusive for all three' in experiments
+  for series in ('compound', 'resolution'):
+    assert f"{_percent(_curve(results, series, 3.0)['top1'])}%" in readme
+  depth = _curve(results, 'depth', 3.0)
+  assert f"{_percent(depth['top1'])} ± {_percent(depth['top1_std'])}%" in readme
+  assert f"end train loss {depth['train_loss_end']:.2f}" in readme

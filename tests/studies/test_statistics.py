@@ -96,6 +96,17 @@ def test_a_models_own_interval_and_what_one_seed_leaves_out():
       2 * 1.96 * math.sqrt(p * (1 - p) / 360), rel=0.15)
 
 
+def test_a_top1_interval_stays_inside_0_and_1_while_a_difference_is_not_clipped():
+  # Three seeds at 0.99, 0.80, 0.99: the t-interval over seeds reaches past 1.
+  correct = np.zeros((3, 200))
+  correct[0, :198] = correct[2, :198] = 1
+  correct[1, :160] = 1
+  top1 = statistics.top1_interval(correct)
+  assert top1.high == 1.0 and 0.0 <= top1.low < top1.value
+  difference = statistics.contrast([correct, np.zeros_like(correct)], [1, -1])
+  assert difference.high > 1.0  # The same draws, unclipped: the cut is the top-1's range only.
+
+
 def test_the_draws_are_deterministic_given_the_seed_and_fast():
   rng = np.random.default_rng(4)
   a = rng.random((5, 5000)) < 0.8
@@ -193,8 +204,29 @@ def test_curves_and_width_claims_name_the_papers_comparisons():
       [('compound', 0.0), ('compound', 1.0), ('width', 1.0), ('depth', 1.0),
        ('resolution', 1.0)])]
   claims = comparisons.curves_claims(curves, 'top1')
-  assert [c.terms for c in claims] == [((1, 1.0), (k, -1.0)) for k in (2, 3, 4)]
+  assert [c.terms for c in claims[:3]] == [((1, 1.0), (k, -1.0)) for k in (2, 3, 4)]
   assert claims[0].text.startswith('compound scaling beats width-only scaling at φ = 1')
+  # One φ per single dimension: each improves on the baseline; no saturation claim yet.
+  assert [c.terms for c in claims[3:]] == [((k, 1.0), (0, -1.0)) for k in (2, 3, 4)]
+  assert claims[3].text.startswith('width-only scaling at φ = 1 beats the baseline')
+
+
+def test_saturation_claims_compare_the_first_and_last_step_per_unit_of_phi():
+  # Width at φ = 1, 2, 4 (trials 1–3), depth at φ = 1 only (trial 4); trial 0 the baseline.
+  records = [{'trial': k, 'series': s, 'phi': p} for k, (s, p) in enumerate(
+      [('compound', 0.0), ('width', 1.0), ('width', 2.0), ('width', 4.0), ('depth', 1.0)])]
+  improve, saturate, depth = comparisons.saturation_claims(records)
+  assert improve.terms == ((3, 1.0), (0, -1.0)) and improve.attach_to == 3
+  assert saturate.terms == ((1, 1.0), (0, -1.0), (3, -0.5), (2, 0.5))
+  assert saturate.direction == 1 and saturate.text.startswith(
+      'width-only scaling saturates: φ = 2 → 4 gains less per unit of φ than φ = 0 → 1')
+  assert depth.terms == ((4, 1.0), (0, -1.0))
+  # A curve that keeps its gain (linear in φ) makes the saturation sum zero, a concave one positive.
+  top1 = {0: 0.80, 1: 0.85, 2: 0.90, 3: 1.00}
+  assert sum(w * top1[t] for t, w in saturate.terms) == pytest.approx(0.0)
+  top1[3] = 0.92
+  assert sum(w * top1[t] for t, w in saturate.terms) > 0
+  assert comparisons.saturation_claims(records[1:]) == []  # No baseline, no claim.
   width = [{'trial': k, 'depth_coefficient': d, 'resolution_coefficient': r,
             'width_coefficient': w} for k, (d, r, w) in enumerate(
                 [(1, 1, 1), (1, 1, 2), (2, 1.3, 1), (2, 1.3, 2)])]
