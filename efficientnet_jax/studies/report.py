@@ -402,7 +402,8 @@ def write_curves(records: Sequence[Record], workdir: str, metric: str = 'top1') 
     lines.append(f'{name}: {metric} {_mean_std(top, metric)} at {top["flops"] / 1e6:.2f} MFLOPs '
                  f'(φ = {top["phi"]:g})')
   summary = '\n'.join(lines)
-  text = ('# Scaling curves: compound vs single-dimension scaling at matched FLOPs\n\n'
+  text = ('# Scaling curves: compound vs single-dimension scaling '
+          "at each compound model's FLOPs\n\n"
           'Each single-dimension model is solved to the measured FLOPs of the compound model of '
           'the same φ ("vs budget": how close the rounding let it get).' + _seeds_note(records) +
           _interval_note(records, metric) + '\n\n' + f'{metric} (MFLOPs) per FLOPs budget:\n\n' +

@@ -72,9 +72,9 @@ def test_readme_detail_curve_and_its_p_values(readme):
              for phi in (1.0, 2.0))
 
 
-def test_readme_converged_curve_range(readme):
+def test_readme_1200_step_curve_range(readme):
   top1 = [r['top1'] for r in _results('digits_curves_converged')]
-  assert f'the converged one-seed curves (`docs/scaling/digits_curves_converged/`) span ' \
+  assert f'the 1,200-step one-seed curves (`docs/scaling/digits_curves_converged/`) span ' \
          f'{_percent(min(top1))}–{_percent(max(top1))}%' in readme
 
 
@@ -160,3 +160,14 @@ def test_cluttered_curves_verdicts_in_both_readmes(readme):
   depth = _curve(results, 'depth', 3.0)
   assert f"{_percent(depth['top1'])} ± {_percent(depth['top1_std'])}%" in readme
   assert f"end train loss {depth['train_loss_end']:.2f}" in readme
+
+
+def test_committed_top1_intervals_stay_inside_0_and_1():
+  runs = [run for run in os.listdir(os.path.join(ROOT, 'docs', 'scaling'))
+          if os.path.isfile(os.path.join(ROOT, 'docs', 'scaling', run, 'results.json'))]
+  assert 'cluttered_curves_3seeds' in runs
+  for run in runs:
+    for record in _results(run):
+      if record.get('top1_interval'):
+        low, high = record['top1_interval']
+        assert 0.0 <= low <= record['top1'] <= high <= 1.0, (run, record['trial'])
