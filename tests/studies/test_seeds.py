@@ -219,3 +219,32 @@ def test_end_train_loss_is_read_from_the_run_log_averaged_over_seeds_and_tabled(
   assert '| train loss (end) |' in report.search_table(tabled)
   assert '| 1.550 ± 0.071 |' in report.search_table(tabled)
   assert 'train loss (end)' not in report.search_table([_record(0, [0.9, 0.8], 1.0)])
+
+
+_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 avx512_vnni
+
+processor\t: 1
+model name\t: Other
+flags\t\t: fpu
+"""
+
+
+def test_cpu_identity_tells_apart_two_cpus_with_one_model_name():
+  genoa = sweep.cpu_identity(_CPUINFO)
+  assert genoa == {'cpu': 'AMD EPYC', 'cpu_id': 'family 25 model 17',
+                   'cpu_simd': 'avx2 fma avx512f avx512_bf16 avx512_vnni'}
+  milan = sweep.cpu_identity(_CPUINFO.replace('model\t\t: 17', 'model\t\t: 1')
+                             .replace(' avx512f avx512_bf16 avx512_vnni', ''))
+  assert milan['cpu'] == genoa['cpu'] and milan != genoa
+  arm = sweep.cpu_identity('processor\t: 0\nFeatures\t: fp asimd sve\nCPU part\t: 0xd40\n')
+  assert arm['cpu_simd'] == 'asimd sve' and 'cpu_id' not in arm
+
+
+def test_each_seed_records_the_cpu_it_ran_on():
+  env = sweep.environment()
+  assert {'cpu', 'cpu_simd', 'cpu_count', 'jax', 'xla_flags'} <= set(env)
