@@ -8,8 +8,9 @@ The baseline, budget and recipe of cluttered_search.py. The paper's four baselin
 (d, r) = (1, 1), (1, 1.3), (2, 1), (2, 1.3): depth 0.25 or 0.5 (7 or 10 blocks) at 24 or 32 px
 (24 · 1.3 rounds to 32 on the multiple of 4, the canvas's own side), each widened by
 w = 1, 1.8, 2.6 (width 0.5, 0.9, 1.3). Three widths, not five, because the 3-seed run must fit
-a few sittings of 2 CPU cores: the claim compares the narrowest and the widest of each curve,
-and the middle point shows whether the curve bends. `:fine`: w = 1, 1.4, 1.8, 2.2, 2.6
+several sittings of 2 CPU cores (about 14 h of summed training: experiments/README.md): the
+claim compares the narrowest and the widest of each curve, and the middle point shows whether
+the curve bends. `:fine`: w = 1, 1.4, 1.8, 2.2, 2.6
 (20 trials, about 1.6× the cost). `:tiny`: a single 2-step trial on small splits.
 """
 
