@@ -337,12 +337,10 @@ def measure_placement(args: argparse.Namespace, placement: str, data_dir: str, n
 
 
 def machine() -> dict[str, Any]:
-  """Host, backend, device and library versions the figures depend on."""
-  import input_pipeline_throughput
+  """Host (its CPU included), backend, device and library versions the figures depend on."""
   import tensorflow as tf
   devices = jax.devices()
-  info = {'cpu': input_pipeline_throughput.cpu_name(),
-          'jax_backend': jax.default_backend(), 'devices': len(devices),
+  info = {'jax_backend': jax.default_backend(), 'devices': len(devices),
           'device_kind': devices[0].device_kind, 'tensorflow_version': tf.__version__,
           'platform': platform.platform(),
           'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}

@@ -70,6 +70,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+from efficientnet_jax.benchmarking import measures  # pylint: disable=g-import-not-at-top
 from efficientnet_jax.input import preprocessing  # pylint: disable=g-import-not-at-top
 
 
@@ -301,21 +302,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
       'stages': stages, 'vs_timm': ratios_to_timm(stages), 'timm': timm,
       'target_images_per_sec': args.target_images_per_sec,
       'cores_needed_for_target': cores_needed(stages, args.target_images_per_sec),
-      'host_cpus': os.cpu_count(), 'cpu': cpu_name(), 'load_average_before': load_before,
+      'host_cpus': os.cpu_count(), **measures.host_cpu(), 'load_average_before': load_before,
       'load_average_after': os.getloadavg(), 'tensorflow_version': tf.__version__,
       'python_version': platform.python_version(),
   }
-
-
-def cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.machine()
 
 
 def _rate(summary: dict[str, Any], metric: str) -> str:

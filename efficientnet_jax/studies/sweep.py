@@ -37,7 +37,6 @@ import hashlib
 import inspect
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -280,44 +279,16 @@ def environment() -> dict[str, Any]:
   differences grow into other final figures. Not part of a trial's identity (a sweep may run its
   trials on several machines), but kept with each result.
   """
-  # pylint: disable-next=g-import-not-at-top  (`--list`/`--merge` never import JAX)
+  # pylint: disable=g-import-not-at-top  (`--list`/`--merge` never import JAX; measures does)
   import jax
   import jaxlib
+  from efficientnet_jax.benchmarking import measures
+  # pylint: enable=g-import-not-at-top
   device = jax.devices()[0]
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = cpu_identity(f.read())
-  except OSError:
-    cpu = {'cpu': platform.processor() or platform.machine()}
   return {'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'platform': device.platform,
           'device_kind': device.device_kind, 'devices': jax.device_count(),
-          'processes': jax.process_count(), **cpu, 'cpu_count': os.cpu_count(),
+          'processes': jax.process_count(), **measures.host_cpu(), 'cpu_count': os.cpu_count(),
           'xla_flags': os.environ.get('XLA_FLAGS', '')}
-
-
-# The instruction-set extensions that decide which kernels XLA:CPU emits (and so the rounding).
-SIMD_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'amx_tile', 'asimd', 'sve')
-
-
-def cpu_identity(cpuinfo: str) -> dict[str, str]:
-  """The host CPU from /proc/cpuinfo's first processor: name, family/model, SIMD extensions.
-
-  Cloud VMs often report a bare "AMD EPYC" as the model name for different generations, so the
-  family/model numbers and the SIMD flags are what tell two of them apart (e.g. family 25 model
-  1, without AVX-512, from model 17 with it): the same trial and seed give other figures on each.
-  """
-  first = cpuinfo.split('\n\n', 1)[0]
-  fields = {}
-  for line in first.splitlines():
-    key, sep, value = line.partition(':')
-    if sep:
-      fields.setdefault(key.strip(), value.strip())
-  flags = set((fields.get('flags') or fields.get('Features') or '').split())
-  identity = {'cpu': fields.get('model name') or platform.processor() or platform.machine()}
-  if 'cpu family' in fields or 'model' in fields:
-    identity['cpu_id'] = f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
-  identity['cpu_simd'] = ' '.join(f for f in SIMD_FLAGS if f in flags)
-  return identity
 
 
 def items(trials: Sequence[Trial], config) -> list[tuple[Trial, int]]:

@@ -135,6 +135,7 @@ def test_cli_runs_a_tiny_train_step_without_tensorflow_and_caches_it(tmp_path):
   assert result['images_per_sec'] > 0 and result['step_ms_median'] > 0
   assert result['compile_s'] > 0 and result['flops_per_image'] > 0
   assert result['device_kind'] == 'cpu' and result['mfu'] is None  # No peak for CPUs.
+  assert result['cpu'] and 'cpu_simd' in result  # Which CPU: its figures depend on it.
   # The persistent compilation cache got the step (and the initialiser).
   assert result['compile_cache_misses'] > 0
   assert [name for name in os.listdir(cache) if not name.startswith('.')]
