@@ -70,8 +70,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from efficientnet_jax.benchmarking import measures  # pylint: disable=g-import-not-at-top
 from efficientnet_jax.input import preprocessing  # pylint: disable=g-import-not-at-top
+from efficientnet_jax.training import host_cpu  # pylint: disable=g-import-not-at-top
 
 
 OUR_STAGES = ('decode', 'crop_flip', 'randaugment', 'autoaugment')
@@ -302,7 +302,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
       'stages': stages, 'vs_timm': ratios_to_timm(stages), 'timm': timm,
       'target_images_per_sec': args.target_images_per_sec,
       'cores_needed_for_target': cores_needed(stages, args.target_images_per_sec),
-      'host_cpus': os.cpu_count(), **measures.host_cpu(), 'load_average_before': load_before,
+      'host_cpus': os.cpu_count(), **host_cpu.identity(), 'load_average_before': load_before,
       'load_average_after': os.getloadavg(), 'tensorflow_version': tf.__version__,
       'python_version': platform.python_version(),
   }

@@ -9,6 +9,8 @@ from typing import Any
 
 import jax
 
+from efficientnet_jax.training import host_cpu
+
 # Dense (no sparsity) peak FLOP/s per device: (device_kind substring, bfloat16, float32).
 # First match wins, so specific names precede general ones. float32 on NVIDIA is the TF32
 # tensor-core peak: XLA's default precision runs float32 convolutions and matmuls as TF32 there.
@@ -135,45 +137,11 @@ def hlo_op_counts_of(executable) -> dict[str, int] | None:
 
 
 def environment() -> dict[str, Any]:
-  """Library and host versions that a figure depends on, and the host CPU (`host_cpu`)."""
+  """Library and host versions that a figure depends on, and the host CPU it ran on."""
   import flax  # pylint: disable=g-import-not-at-top
   import jaxlib  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   return {'jax_version': jax.__version__, 'jaxlib_version': jaxlib.__version__,
           'flax_version': flax.__version__, 'optax_version': optax.__version__,
           'python_version': platform.python_version(), 'host': platform.machine(),
-          'host_cpus': os.cpu_count(), **host_cpu()}
-
-
-# The instruction-set extensions that decide which kernels XLA:CPU emits (and so the rounding).
-SIMD_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'amx_tile', 'asimd', 'sve')
-
-
-def cpu_identity(cpuinfo: str) -> dict[str, str]:
-  """The host CPU from /proc/cpuinfo's first processor: name, family/model, SIMD extensions.
-
-  Cloud VMs often report a bare "AMD EPYC" as the model name for different generations, so the
-  family/model numbers and the SIMD flags are what tell two of them apart (e.g. family 25 model
-  1, without AVX-512, from model 17 with it): the same trial and seed give other figures on each.
-  """
-  first = cpuinfo.split('\n\n', 1)[0]
-  fields = {}
-  for line in first.splitlines():
-    key, sep, value = line.partition(':')
-    if sep:
-      fields.setdefault(key.strip(), value.strip())
-  flags = set((fields.get('flags') or fields.get('Features') or '').split())
-  identity = {'cpu': fields.get('model name') or platform.processor() or platform.machine()}
-  if 'cpu family' in fields or 'model' in fields:
-    identity['cpu_id'] = f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
-  identity['cpu_simd'] = ' '.join(f for f in SIMD_FLAGS if f in flags)
-  return identity
-
-
-def host_cpu() -> dict[str, str]:
-  """`cpu_identity` of this machine (on a system without /proc/cpuinfo, only its name)."""
-  try:
-    with open('/proc/cpuinfo') as f:
-      return cpu_identity(f.read())
-  except OSError:
-    return {'cpu': platform.processor() or platform.machine()}
+          'host_cpus': os.cpu_count(), **host_cpu.identity()}

@@ -53,6 +53,7 @@ from efficientnet_jax.studies import locks
 from efficientnet_jax.studies import plan_cache
 from efficientnet_jax.studies import points as points_lib
 from efficientnet_jax.studies import seeds as seeds_lib
+from efficientnet_jax.training import host_cpu
 
 FLAGS = flags.FLAGS
 RESULT_FILE = 'result.json'
@@ -279,15 +280,13 @@ def environment() -> dict[str, Any]:
   differences grow into other final figures. Not part of a trial's identity (a sweep may run its
   trials on several machines), but kept with each result.
   """
-  # pylint: disable=g-import-not-at-top  (`--list`/`--merge` never import JAX; measures does)
+  # pylint: disable-next=g-import-not-at-top  (`--list`/`--merge` never import JAX)
   import jax
   import jaxlib
-  from efficientnet_jax.benchmarking import measures
-  # pylint: enable=g-import-not-at-top
   device = jax.devices()[0]
   return {'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'platform': device.platform,
           'device_kind': device.device_kind, 'devices': jax.device_count(),
-          'processes': jax.process_count(), **measures.host_cpu(), 'cpu_count': os.cpu_count(),
+          'processes': jax.process_count(), **host_cpu.identity(), 'cpu_count': os.cpu_count(),
           'xla_flags': os.environ.get('XLA_FLAGS', '')}
 
 

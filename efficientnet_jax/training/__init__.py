@@ -15,6 +15,7 @@
   warm_start.py      `config.init_from`
   compile_cache.py   the persistent XLA compilation cache
   xla_options.py     XLA's optimisation level and XLA:CPU's preset, set before the backend starts
+  host_cpu.py        the host CPU XLA:CPU compiles for, as results and benchmarks record it
   hooks.py           the loop's one extension point (tests inject faults through it)
 
 Importable without TensorFlow: the input pipeline is imported on first use.

@@ -12,11 +12,11 @@ import statistics
 import ml_collections
 import pytest
 
-from efficientnet_jax.benchmarking import measures
 from efficientnet_jax.studies import points
 from efficientnet_jax.studies import report
 from efficientnet_jax.studies import seeds
 from efficientnet_jax.studies import sweep
+from efficientnet_jax.training import host_cpu
 from experiments.configs import digits_search
 
 
@@ -236,13 +236,13 @@ flags\t\t: fpu
 
 
 def test_cpu_identity_tells_apart_two_cpus_with_one_model_name():
-  genoa = measures.cpu_identity(_CPUINFO)
+  genoa = host_cpu.parse(_CPUINFO)
   assert genoa == {'cpu': 'AMD EPYC', 'cpu_id': 'family 25 model 17',
                    'cpu_simd': 'avx2 fma avx512f avx512_bf16 avx512_vnni'}
-  milan = measures.cpu_identity(_CPUINFO.replace('model\t\t: 17', 'model\t\t: 1')
+  milan = host_cpu.parse(_CPUINFO.replace('model\t\t: 17', 'model\t\t: 1')
                              .replace(' avx512f avx512_bf16 avx512_vnni', ''))
   assert milan['cpu'] == genoa['cpu'] and milan != genoa
-  arm = measures.cpu_identity('processor\t: 0\nFeatures\t: fp asimd sve\nCPU part\t: 0xd40\n')
+  arm = host_cpu.parse('processor\t: 0\nFeatures\t: fp asimd sve\nCPU part\t: 0xd40\n')
   assert arm['cpu_simd'] == 'asimd sve' and 'cpu_id' not in arm
 
 
