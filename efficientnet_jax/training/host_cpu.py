@@ -14,10 +14,18 @@ import platform
 SIMD_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'amx_tile', 'asimd', 'sve')
 
 
+def _name() -> str:
+  return platform.processor() or platform.machine()
+
+
 def parse(cpuinfo: str) -> dict[str, str]:
-  """The CPU of /proc/cpuinfo's first processor: `cpu` (the model name), `cpu_id` ("family F
-  model M", on x86) and `cpu_simd` (those of `SIMD_FLAGS` it has, e.g. "avx2 fma" on an AMD EPYC
-  of family 25 model 1, "avx2 fma avx512f ..." on one of model 17)."""
+  """The CPU of /proc/cpuinfo's first processor.
+
+  Returns:
+    `cpu` (the model name), `cpu_id` ("family F model M", on x86) and `cpu_simd` (those of
+    `SIMD_FLAGS` it has, e.g. "avx2 fma" on an AMD EPYC of family 25 model 1, "avx2 fma avx512f
+    ..." on one of model 17).
+  """
   first = cpuinfo.split('\n\n', 1)[0]
   fields = {}
   for line in first.splitlines():
@@ -25,7 +33,7 @@ def parse(cpuinfo: str) -> dict[str, str]:
     if sep:
       fields.setdefault(key.strip(), value.strip())
   flags = set((fields.get('flags') or fields.get('Features') or '').split())
-  result = {'cpu': fields.get('model name') or platform.processor() or platform.machine()}
+  result = {'cpu': fields.get('model name') or _name()}
   if 'cpu family' in fields or 'model' in fields:
     result['cpu_id'] = f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
   result['cpu_simd'] = ' '.join(f for f in SIMD_FLAGS if f in flags)
@@ -38,4 +46,4 @@ def identity() -> dict[str, str]:
     with open('/proc/cpuinfo') as f:
       return parse(f.read())
   except OSError:
-    return {'cpu': platform.processor() or platform.machine()}
+    return {'cpu': _name()}
