@@ -125,8 +125,10 @@ def test_training_and_the_benchmark_take_their_step_from_the_same_setup():
 def test_cli_runs_a_tiny_train_step_without_tensorflow_and_caches_it(tmp_path):
   # One test, not a shared fixture: under pytest-xdist a module fixture would compile per worker.
   cache = tmp_path / 'xla_cache'
+  # float32 and XLA's grouped depthwise convolution: the cheapest program to compile on CPU.
   proc = run_cli('--model=b0', '--batch=8', '--resolution=32', '--steps=2', '--warmup=1',
-                 '--json', f'--cache_dir={cache}', code=RUN_CLI_TINY_B0)
+                 '--dtype=float32', '--depthwise_impl=conv', '--json', f'--cache_dir={cache}',
+                 code=RUN_CLI_TINY_B0)
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   assert REQUIRED_KEYS <= set(result)

@@ -1,7 +1,8 @@
 """Multi-host on one machine: 2 processes × 2 CPU devices against 1 process × 4 devices.
 
 Also on 2 processes: a preemption notice to one of them (both stop at one agreed step, exit 75,
-and the rerun resumes bit-identical), and a studies trial.
+and the rerun resumes where they stopped, still equal to the single process), and a studies
+trial.
 
 The pair is started with the multi-process flags (`--coordinator_address`, `--num_processes`,
 `--process_id`), joins through `jax.distributed.initialize` and talks over gloo. The global batch
@@ -49,35 +50,37 @@ def _stopped_step(launch: rh.Launch) -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one_and_a_sigterm_to_one_stops_both_then_resumes_bit_identical(
+def test_two_processes_equal_one_and_a_sigterm_to_one_stops_both_then_resume_like_one(
     reliability_reference, tmp_path):
   """2 × 2 devices compute what 1 × 4 do; a preemption notice to one host stops both at one step.
 
-  The uninterrupted pair's checkpoint restores and evaluates in one process. Then a pair is sent
-  SIGTERM on process 1 only (process 0 learns it through jax's preemption service): both exit 75
-  with a checkpoint of one agreed step, and the rerun ends bit-identical to the uninterrupted pair.
+  A pair is sent SIGTERM on process 1 only (process 0 learns it through jax's preemption
+  service): both exit 75 with a checkpoint of one agreed step. The rerun pair resumes from it;
+  every step's loss, before the stop and after the resume, equals the single process's (1e-6),
+  and the checkpoint the pair wrote together restores and evaluates in one process like the
+  single process's. A wrong data slice, position or RNG after the resume moves a loss by
+  ≥ 1e-3. (Two pairs, not also an uninterrupted one to compare bit for bit: on CPU each
+  process of a pair compiles cold, ~40 CPU-seconds; the single process's resume is checked bit
+  for bit in tests/training/test_reliability.py.)
   """
   reference_dir, reference_eval = reliability_reference
-  pair, preempted = tmp_path / 'pair', tmp_path / 'preempted'
-  runs = {'pair': _pair(pair, tmp_path / 'pair_logs')}
+  workdir = tmp_path / 'pair'
+  runs = {}
   try:
-    for launch in runs['pair']:
-      assert launch.wait() == 0, launch.tail()
-    assert 'Process 1/2 of a multi-process run' in runs['pair'][1].stdout  # Really two.
-
     # Slowed steps (0.3 s each), so that the signal lands mid-run.
-    runs['preempted'] = _pair(preempted, tmp_path / 'preempted_logs', '--fault_step_delay=0.3',
+    runs['preempted'] = _pair(workdir, tmp_path / 'preempted_logs', '--fault_step_delay=0.3',
                               faults=True)
     first, second = runs['preempted']
     first.wait_until(lambda: 'step 2/' in first.stdout, 'step 2')
     second.signal(signal.SIGTERM)
     codes = [launch.wait() for launch in runs['preempted']]
     assert codes == [errors.RETRY_EXIT_CODE] * 2, (codes, first.tail(), second.tail())
+    assert 'Process 1/2 of a multi-process run' in second.stdout  # Really two.
     stopped = {_stopped_step(launch) for launch in runs['preempted']}
     assert len(stopped) == 1, stopped  # One agreed step, saved by both.
     step, = stopped
-    assert 2 <= step < rh.TOTAL_STEPS and step in rh.checkpoint_steps(preempted)
-    runs['resumed'] = _pair(preempted, tmp_path / 'resumed_logs')
+    assert 2 <= step < rh.TOTAL_STEPS and step in rh.checkpoint_steps(workdir)
+    runs['resumed'] = _pair(workdir, tmp_path / 'resumed_logs')
     for launch in runs['resumed']:
       assert launch.wait() == 0, launch.tail()
   finally:
@@ -85,21 +88,18 @@ def test_two_processes_equal_one_and_a_sigterm_to_one_stops_both_then_resumes_bi
       for launch in launches:
         launch.kill()
 
-  expected, losses = rh.train_losses(reference_dir), rh.train_losses(pair)
+  resumed = re.search(r'^Resumed from \S+ at step (\d+)\.', runs['resumed'][0].stdout, re.MULTILINE)
+  assert resumed and int(resumed.group(1)) == step, runs['resumed'][0].tail()
+  expected, losses = rh.train_losses(reference_dir), rh.train_losses(workdir)
   assert sorted(losses) == list(range(1, rh.TOTAL_STEPS + 1))
-  for step, loss in expected.items():
-    assert _close(losses[step], loss), (step, losses[step], loss)
+  for logged_step, loss in expected.items():
+    assert _close(losses[logged_step], loss), (logged_step, losses[logged_step], loss)
   # The pair's checkpoint (each process wrote its part) restores in one process of 4 devices and
   # evaluates like the single process's.
-  restored = rh.evaluate_json(pair)
+  restored = rh.evaluate_json(workdir)
   assert restored['step'] == reference_eval['step'] == rh.TOTAL_STEPS
   for key, value in reference_eval.items():
     assert _close(restored[key], value), (key, restored, reference_eval)
-
-  assert 'Resumed from' in runs['resumed'][0].stdout
-  # Bit-identical: JSON floats round-trip exactly.
-  assert rh.train_losses(preempted) == losses
-  assert rh.evaluate_json(preempted) == restored
 
 
 @pytest.mark.slow
