@@ -240,7 +240,7 @@ def test_cpu_identity_tells_apart_two_cpus_with_one_model_name():
   assert genoa == {'cpu': 'AMD EPYC', 'cpu_id': 'family 25 model 17',
                    'cpu_simd': 'avx2 fma avx512f avx512_bf16 avx512_vnni'}
   milan = host_cpu.parse(_CPUINFO.replace('model\t\t: 17', 'model\t\t: 1')
-                             .replace(' avx512f avx512_bf16 avx512_vnni', ''))
+                         .replace(' avx512f avx512_bf16 avx512_vnni', ''))
   assert milan['cpu'] == genoa['cpu'] and milan != genoa
   arm = host_cpu.parse('processor\t: 0\nFeatures\t: fp asimd sve\nCPU part\t: 0xd40\n')
   assert arm['cpu_simd'] == 'asimd sve' and 'cpu_id' not in arm
