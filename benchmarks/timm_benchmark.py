@@ -248,13 +248,24 @@ def cpu_name() -> str:
   return platform.machine()
 
 
+def host_malloc() -> str:
+  """The malloc mapped into this process (tcmalloc when preloaded), as our side records it."""
+  try:
+    with open('/proc/self/maps', encoding='utf-8', errors='replace') as f:
+      maps = f.read()
+  except OSError:
+    return 'unknown'
+  return next((n for n in ('tcmalloc', 'jemalloc') if f'lib{n}' in maps), 'system')
+
+
 def environment(device: torch.device) -> dict[str, Any]:
   env = {'framework': 'timm', 'torch_version': torch.__version__,
          'timm_version': timm.__version__, 'python_version': platform.python_version(),
          'cuda_version': torch.version.cuda, 'cudnn_version': torch.backends.cudnn.version(),
          'device_kind': (torch.cuda.get_device_name(device) if device.type == 'cuda'
                          else cpu_name()),
-         'platform': device.type, 'devices': 1, 'torch_threads': torch.get_num_threads()}
+         'platform': device.type, 'devices': 1, 'torch_threads': torch.get_num_threads(),
+         'host_malloc': host_malloc()}
   return env
 
 

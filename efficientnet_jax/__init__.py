@@ -12,6 +12,13 @@ experiments' machinery), `config` (the config builder); the command-line tools `
 `evaluate`, `summary`, `convert`, `predict`, `benchmark` sit at the top.
 """
 
+# The entry points choose the host's malloc before JAX is imported (host_malloc.py): this may
+# re-execute the process, so it comes first.
+from efficientnet_jax import host_malloc as _host_malloc
+
+_host_malloc.reexec_if_entry_point()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from efficientnet_jax.models.efficientnet import EfficientNet, create_model
 from efficientnet_jax.models.scaling import MODEL_NAMES, compound
 from efficientnet_jax.weights.pretrained import load_pretrained

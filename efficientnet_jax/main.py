@@ -47,13 +47,14 @@ def run(config, workdir: str, hooks: Sequence = ()) -> None:
   import jax
   from absl import logging
   from efficientnet_jax import config as config_lib
+  from efficientnet_jax import host_malloc
   from efficientnet_jax.training import checkpointing
   from efficientnet_jax.training import loop
   from efficientnet_jax.training import quiet_orbax
   from efficientnet_jax.training import setup
   quiet_orbax.install(checkpointing.is_write_failure)  # A failed write is reported once.
   setup.validate(config, workdir)  # Seconds, before the config is printed or anything written.
-  logging.info('Devices: %s', jax.devices())
+  logging.info('Devices: %s; host malloc: %s', jax.devices(), host_malloc.in_use())
   if jax.process_count() > 1:
     print(f'Process {jax.process_index()}/{jax.process_count()} of a multi-process run, local '
           f'devices: {jax.local_devices()}', flush=True)

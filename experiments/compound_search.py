@@ -27,6 +27,10 @@ resolution, resolution_multiple), `search` (alphas, betas, gammas, target, toler
 
 from __future__ import annotations
 
+# Read by the package's import: a study's trials run on tcmalloc where it is installed
+# (efficientnet_jax/host_malloc.py).
+USE_PREFERRED_HOST_MALLOC = True
+
 import os
 
 from absl import app

@@ -17,6 +17,10 @@ Resumable and sweepable exactly like compound_search.py (both use `efficientnet_
 
 from __future__ import annotations
 
+# Read by the package's import: a study's trials run on tcmalloc where it is installed
+# (efficientnet_jax/host_malloc.py).
+USE_PREFERRED_HOST_MALLOC = True
+
 import os
 
 from absl import app

@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 
+from efficientnet_jax import host_malloc
 from efficientnet_jax.training import host_cpu
 
 # Dense (no sparsity) peak FLOP/s per device: (device_kind substring, bfloat16, float32).
@@ -144,4 +145,5 @@ def environment() -> dict[str, Any]:
   return {'jax_version': jax.__version__, 'jaxlib_version': jaxlib.__version__,
           'flax_version': flax.__version__, 'optax_version': optax.__version__,
           'python_version': platform.python_version(), 'host': platform.machine(),
-          'host_cpus': os.cpu_count(), **host_cpu.identity()}
+          'host_cpus': os.cpu_count(), **host_cpu.identity(),
+          'host_malloc': host_malloc.in_use()}

@@ -47,6 +47,7 @@ from ml_collections import config_flags
 
 from efficientnet_jax import cli
 from efficientnet_jax import errors
+from efficientnet_jax import host_malloc
 from efficientnet_jax import schema
 from efficientnet_jax.studies import comparisons as comparisons_lib
 from efficientnet_jax.studies import locks
@@ -287,7 +288,7 @@ def environment() -> dict[str, Any]:
   return {'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'platform': device.platform,
           'device_kind': device.device_kind, 'devices': jax.device_count(),
           'processes': jax.process_count(), **host_cpu.identity(), 'cpu_count': os.cpu_count(),
-          'xla_flags': os.environ.get('XLA_FLAGS', '')}
+          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'host_malloc': host_malloc.in_use()}
 
 
 def items(trials: Sequence[Trial], config) -> list[tuple[Trial, int]]:

@@ -48,6 +48,7 @@ COMPARE = os.path.join(os.path.dirname(SCRIPT), 'cpu_compare.py')
     (['--shapes=b1@32x8'], "--shapes item 'b1@32x8' must be MODEL[φPHI]@RESOLUTIONxBATCH"),
     (['--modes=eval'], "--modes='eval' must be train, infer or train,infer."),
     (['--steps=0'], '--steps must be ≥ 1'),
+    (['--allocators=glibc'], "--allocators='glibc' must list auto, system or tcmalloc."),
 ])
 def test_cpu_compare_refuses_bad_arguments_in_one_line(args, message):
   done = subprocess.run([sys.executable, COMPARE] + args, capture_output=True, text=True,
@@ -58,12 +59,16 @@ def test_cpu_compare_refuses_bad_arguments_in_one_line(args, message):
 
 def test_cpu_compare_runs_both_sides_and_reports_their_ratio():
   done = subprocess.run([sys.executable, COMPARE, '--shapes=b0φ-8@32x4', '--modes=infer',
-                         '--steps=1', '--warmup=1', '--json'], capture_output=True, text=True,
+                         '--steps=1', '--warmup=1', '--allocators=system', '--json'],
+                        capture_output=True, text=True,
                         check=False, timeout=600)
   assert done.returncode == 0, done.stderr[-2000:]
   (result,) = json.loads(done.stdout.strip().splitlines()[-1])
   ours, theirs = result['ours'], result['timm']
   assert ours['phi'] == theirs['phi'] == -8.0 and ours['batch'] == theirs['batch'] == 4
+  # Both children ran on the C library's malloc, whatever is installed.
+  assert ours['host_malloc'] == theirs['host_malloc'] == 'system'
   row = next(l for l in done.stdout.splitlines() if l.startswith('| b0 φ=-8 '))
-  ratio = float(row.split('|')[7].strip().rstrip('×'))
+  assert row.split('|')[5].strip() == 'system: system / system'
+  ratio = float(row.split('|')[8].strip().rstrip('×'))
   assert ratio == pytest.approx(theirs['step_ms_median'] / ours['step_ms_median'], abs=0.01)
