@@ -1,7 +1,7 @@
 """The host's memory allocator: tcmalloc for the tools that run a train step on a CPU host.
 
-Why. XLA:CPU allocates a train step's temporaries as large blocks (about 250 MiB for the quick
-start's network at batch 64 × 32 px) and frees them at the end of the step. glibc's malloc hands
+Why. XLA:CPU allocates a train step's temporaries as large blocks (174 MB for the quick start's
+network at batch 64 × 32 px) and frees them at the end of the step. glibc's malloc hands
 blocks that large back to the kernel at once (they are above its `mmap` threshold, whose ceiling
 is 32 MiB), so every step maps them again and page-faults them in: in the quick start a third of
 the CPU time is the kernel's. tcmalloc keeps freed memory for the next step. Measured on a
