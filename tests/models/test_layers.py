@@ -141,6 +141,26 @@ def test_depthwise_shift_equals_grouped_convolution(kernel_size, stride, padding
     np.testing.assert_allclose(shift_grad, conv_grad, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize('kernel_size,strides,padding,shape', [
+    (3, (2, 2), 'same', (2, 9, 11, 4)), (5, (2, 2), 'same', (1, 10, 7, 3)),
+    (5, (1, 1), 'symmetric', (2, 6, 9, 3)), (3, (1, 2), 'same', (1, 8, 8, 2))])
+def test_depthwise_shift_gradient_by_hand_equals_autodiff(kernel_size, strides, padding, shape):
+  # The hand-written backward pass against JAX's autodiff of the same forward sum, on
+  # non-square inputs and unequal strides; bfloat16 inputs keep their dtypes.
+  x = model_helpers.images(shape)
+  kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 1, shape[-1]))
+  g = jax.random.normal(jax.random.key(2), layers.depthwise_shift(x, kernel, strides,
+                                                                  padding).shape)
+  by_hand = jax.vjp(lambda a, b: layers.depthwise_shift(a, b, strides, padding), x, kernel)[1](g)
+  autodiff = jax.vjp(lambda a, b: layers.depthwise_shift.fun(a, b, strides, padding),
+                     x, kernel)[1](g)
+  for ours, reference in zip(by_hand, autodiff):
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
+  dx, dw = jax.vjp(lambda a, b: layers.depthwise_shift(a, b, strides, padding),
+                   x.astype(jnp.bfloat16), kernel)[1](g.astype(jnp.bfloat16))
+  assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.float32
+
+
 # --- Stochastic depth ------------------------------------------------------------------------
 
 
