@@ -3,10 +3,10 @@
 Why. XLA:CPU allocates a train step's temporaries as large blocks (174 MB for the quick start's
 network at batch 64 × 32 px) and frees them at the end of the step. glibc's malloc hands
 blocks that large back to the kernel at once (they are above its `mmap` threshold, whose ceiling
-is 32 MiB), so every step maps them again and page-faults them in: in the quick start a third of
-the CPU time is the kernel's. tcmalloc keeps freed memory for the next step. Measured on a
-2-core CPU: the quick start trains at 837 img/s instead of 490, with the same losses bit for
-bit (docs/benchmarks.md, "Host memory").
+is 32 MiB), so every step maps them again and page-faults them in: in the quick start a quarter
+of the CPU time is the kernel's. tcmalloc keeps freed memory for the next step. Measured on a
+2-core CPU: the quick start trains at 780–860 img/s instead of 460–500, with the same losses bit
+for bit (docs/benchmarks.md, "Host memory").
 
 A replacement malloc must be in place when the process starts, so the entry points re-execute
 their own command line once, with `LD_PRELOAD` naming the library, before JAX is imported
