@@ -53,7 +53,7 @@ KNOWN_ALLOCATORS = ('tcmalloc', 'jemalloc', 'mimalloc', 'tbbmalloc')
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-  """What to preload: `library` (None: keep the process as it is) and why, for the log."""
+  """What to preload: `library` (None: keep the process as it is) and why (`reason`)."""
   library: str | None
   reason: str
 

@@ -182,10 +182,10 @@ def _depthwise_shift_bwd(strides, padding, residuals, g):
   dxp = _shift_sum(g_dilated, w[::-1, ::-1], (1, 1), hp, wp)
   dx = dxp[:, pads[0][0]:pads[0][0] + x.shape[1], pads[1][0]:pads[1][0] + x.shape[2], :]
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-  taps = {(i, j): jnp.sum(window * g, axis=(0, 1, 2))
-          for i, j, window in _windows(xp, k, strides, out_h, out_w)}
-  dw = jnp.stack([jnp.stack([taps[i, j] for j in range(k)]) for i in range(k)])[:, :, None, :]
-  return dx, dw.astype(kernel.dtype)
+  # `_windows` yields the taps in kernel order, so the (k·k, C) stack reshapes to the kernel's.
+  dw = jnp.stack([jnp.sum(window * g, axis=(0, 1, 2))
+                  for _, _, window in _windows(xp, k, strides, out_h, out_w)])
+  return dx, dw.reshape(kernel.shape).astype(kernel.dtype)
 
 
 depthwise_shift.defvjp(_depthwise_shift_fwd, _depthwise_shift_bwd)
