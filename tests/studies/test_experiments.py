@@ -382,11 +382,12 @@ def test_notebook_executes_as_opened_on_the_committed_results():
   assert 'compound scaling beats depth-only scaling at φ = 2' in tables
   assert 'resolution-only scaling saturates' in tables
   assert 'supported' in tables and 'inconclusive' in tables
+  assert 'widening w = 1 → 2.6 gains more at d=2, r=1.3' in tables  # Fig. 4's, 3 seeds.
 
 
 def test_notebook_defaults_are_committed_results():
-  # Opened as it is, the notebook draws the digits runs the docs describe: every default
-  # directory holds a results.json in the repository.
+  # Opened as it is, the notebook draws the cluttered-digits runs the docs describe: every
+  # default directory holds a results.json in the repository.
   nbformat = pytest.importorskip('nbformat')
   notebook = nbformat.read(REPO / 'experiments' / 'notebooks' / 'scaling_ablation.ipynb', 4)
   parameters = next(c for c in notebook.cells if 'parameters' in c.metadata.get('tags', []))
