@@ -107,21 +107,41 @@ def _explicit_padding(size: int, kernel: int, stride: int, padding: str) -> tupl
   return total // 2, total - total // 2
 
 
-def _windows(xp: jax.Array, k: int, strides: tuple[int, int], out_h: int, out_w: int):
-  """The k·k strided windows of a padded input, (i, j, window) in kernel order."""
+def _live_taps(kernel: int, stride: int, out: int, start: int, real) -> tuple[int, ...]:
+  """The taps i whose window (rows start + i + stride·o, o < out) meets a row in `real`.
+
+  The other taps multiply padding only: on small maps (a 5×5 kernel on a 1×1 or 2×2 map, the
+  last stages of a network at 32 px) most of them. Leaving them out skips exact zeros.
+  """
+  real = frozenset(real)
+  return tuple(i for i in range(kernel)
+               if any(start + i + stride * o in real for o in range(out)))
+
+
+def _forward_taps(x: jax.Array, k: int, strides: tuple[int, int], pads, out_hw):
+  """Per axis, the taps whose windows meet the input, not only its padding."""
+  return tuple(_live_taps(k, s, out, 0, range(before, before + size))
+               for s, (before, _), size, out in zip(strides, pads, x.shape[1:3], out_hw))
+
+
+def _windows(xp: jax.Array, taps: tuple[tuple[int, ...], tuple[int, ...]],
+             strides: tuple[int, int], out_h: int, out_w: int, start: tuple[int, int] = (0, 0)):
+  """The strided windows of a padded input for the taps (i, j), each (i, j, window)."""
   sh, sw = strides
-  for i in range(k):
-    for j in range(k):
-      yield i, j, jax.lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + sh * (out_h - 1) + 1,
-                                                  j + sw * (out_w - 1) + 1, xp.shape[3]),
+  for i in taps[0]:
+    for j in taps[1]:
+      top, left = start[0] + i, start[1] + j
+      yield i, j, jax.lax.slice(xp, (0, top, left, 0), (xp.shape[0], top + sh * (out_h - 1) + 1,
+                                                       left + sw * (out_w - 1) + 1, xp.shape[3]),
                                 (1, sh, sw, 1))
 
 
 def _shift_sum(xp: jax.Array, kernel: jax.Array, strides: tuple[int, int], out_h: int,
-               out_w: int) -> jax.Array:
-  """Σ over the k·k taps of window × kernel tap: one elementwise loop once XLA fuses it."""
+               out_w: int, taps: tuple[tuple[int, ...], tuple[int, ...]],
+               start: tuple[int, int] = (0, 0)) -> jax.Array:
+  """Σ over the taps of window × kernel tap: one elementwise loop once XLA fuses it."""
   out = None
-  for i, j, window in _windows(xp, kernel.shape[0], strides, out_h, out_w):
+  for i, j, window in _windows(xp, taps, strides, out_h, out_w, start):
     term = window * kernel[i, j, 0]
     out = term if out is None else out + term
   return out
@@ -154,7 +174,9 @@ def depthwise_shift(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   k = kernel.shape[0]
   pads, _, (out_h, out_w) = _shift_geometry(x, k, strides, padding)
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-  return _shift_sum(xp, kernel.astype(x.dtype), strides, out_h, out_w)
+  return _shift_sum(xp, kernel.astype(x.dtype), strides, out_h, out_w,
+                    _forward_taps(x, k, strides, pads, (out_h, out_w)))
+
 
 
 def _depthwise_shift_fwd(x, kernel, strides, padding):
@@ -166,10 +188,11 @@ def _depthwise_shift_bwd(strides, padding, residuals, g):
   """Input gradient as one more shift-sum; kernel gradient as one sum per tap.
 
   The input gradient is the transposed convolution: the output gradient, dilated by the stride
-  and padded by k − 1, correlated with the kernel flipped in both spatial axes, then cropped to
-  the unpadded input. As one fused loop it costs what the forward pass costs, where XLA's own
-  transpose of the k·k strided slices sums k·k padded copies of the gradient (the B0 train step at
-  128 px: 1.3× faster with this form; docs/benchmarks.md).
+  and padded by k − 1, correlated with the kernel flipped in both spatial axes, evaluated only
+  at the unpadded input's positions. As one fused loop it costs what the forward pass costs,
+  where XLA's own transpose of the k·k strided slices sums k·k padded copies of the gradient (the
+  B0 train step at 128 px: 1.3× faster with this form; docs/benchmarks.md). Taps that meet only
+  padding or the dilation's zeros are left out, in both gradients.
   """
   x, kernel = residuals
   k = kernel.shape[0]
@@ -179,12 +202,19 @@ def _depthwise_shift_bwd(strides, padding, residuals, g):
   zero = jnp.zeros((), g.dtype)
   g_dilated = jax.lax.pad(g, zero, ((0, 0, 0), (k - 1, hp - (out_h - 1) * sh - 1, sh - 1),
                                     (k - 1, wp - (out_w - 1) * sw - 1, sw - 1), (0, 0, 0)))
-  dxp = _shift_sum(g_dilated, w[::-1, ::-1], (1, 1), hp, wp)
-  dx = dxp[:, pads[0][0]:pads[0][0] + x.shape[1], pads[1][0]:pads[1][0] + x.shape[2], :]
+  # Row p of the padded input is output row p of this correlation; the input's rows start at
+  # the forward's padding, and the gradient's real rows sit at k − 1 + s·o.
+  taps = tuple(_live_taps(k, 1, size, before, [k - 1 + s * o for o in range(out)])
+               for s, (before, _), size, out in zip(strides, pads, x.shape[1:3], (out_h, out_w)))
+  dx = _shift_sum(g_dilated, w[::-1, ::-1], (1, 1), x.shape[1], x.shape[2], taps,
+                  start=(pads[0][0], pads[1][0]))
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-  # `_windows` yields the taps in kernel order, so the (k·k, C) stack reshapes to the kernel's.
-  dw = jnp.stack([jnp.sum(window * g, axis=(0, 1, 2))
-                  for _, _, window in _windows(xp, k, strides, out_h, out_w)])
+  live = _forward_taps(x, k, strides, pads, (out_h, out_w))
+  sums = {(i, j): jnp.sum(window * g, axis=(0, 1, 2))
+          for i, j, window in _windows(xp, live, strides, out_h, out_w)}
+  # Taps that meet only padding have a zero gradient; the stack is in kernel order.
+  none = jnp.zeros(kernel.shape[-1:], g.dtype)
+  dw = jnp.stack([sums.get((i, j), none) for i in range(k) for j in range(k)])
   return dx, dw.reshape(kernel.shape).astype(kernel.dtype)
 
 

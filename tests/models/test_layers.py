@@ -143,7 +143,10 @@ def test_depthwise_shift_equals_grouped_convolution(kernel_size, stride, padding
 
 @pytest.mark.parametrize('kernel_size,strides,padding,shape', [
     (3, (2, 2), 'same', (2, 9, 11, 4)), (5, (2, 2), 'same', (1, 10, 7, 3)),
-    (5, (1, 1), 'symmetric', (2, 6, 9, 3)), (3, (1, 2), 'same', (1, 8, 8, 2))])
+    (5, (1, 1), 'symmetric', (2, 6, 9, 3)), (3, (1, 2), 'same', (1, 8, 8, 2)),
+    # Small maps, where some taps meet only padding and are left out.
+    (5, (1, 1), 'same', (2, 1, 2, 3)), (5, (2, 2), 'same', (1, 2, 3, 2)),
+    (3, (1, 1), 'symmetric', (2, 1, 1, 2))])
 def test_depthwise_shift_gradient_by_hand_equals_autodiff(kernel_size, strides, padding, shape):
   # The hand-written backward pass against JAX's autodiff of the same forward sum, on
   # non-square inputs and unequal strides; bfloat16 inputs keep their dtypes.
@@ -159,6 +162,25 @@ def test_depthwise_shift_gradient_by_hand_equals_autodiff(kernel_size, strides, 
   dx, dw = jax.vjp(lambda a, b: layers.depthwise_shift(a, b, strides, padding),
                    x.astype(jnp.bfloat16), kernel)[1](g.astype(jnp.bfloat16))
   assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.float32
+
+
+def test_depthwise_shift_leaves_out_the_taps_that_meet_only_padding():
+  # A 5×5 kernel on a 1×1 map: only the centre tap meets the input, in the forward pass and in
+  # both gradients; on a 2×2 map (padding 2 per side), the middle three of each axis.
+  assert layers._forward_taps(jnp.zeros((1, 1, 1, 1)), 5, (1, 1), ((2, 2), (2, 2)),
+                              (1, 1)) == ((2,), (2,))
+  assert layers._forward_taps(jnp.zeros((1, 2, 2, 1)), 5, (1, 1), ((2, 2), (2, 2)),
+                              (2, 2)) == ((1, 2, 3), (1, 2, 3))
+  assert layers._forward_taps(jnp.zeros((1, 8, 8, 1)), 3, (2, 2), ((0, 1), (0, 1)),
+                              (4, 4)) == ((0, 1, 2), (0, 1, 2))
+  x = model_helpers.images((2, 1, 1, 4))
+  kernel = jax.random.normal(jax.random.key(1), (5, 5, 1, 4))
+  y, vjp = jax.vjp(lambda a, b: layers.depthwise_shift(a, b, (1, 1), 'same'), x, kernel)
+  np.testing.assert_array_equal(y, x * kernel[2, 2, 0])
+  dx, dw = vjp(jnp.ones_like(y))
+  np.testing.assert_array_equal(dx, jnp.broadcast_to(kernel[2, 2, 0], dx.shape))
+  assert not np.any(np.delete(np.asarray(dw).reshape(25, 4), 12, axis=0))  # Only the centre.
+  np.testing.assert_allclose(dw[2, 2, 0], jnp.sum(x, axis=(0, 1, 2)), rtol=1e-6)
 
 
 # --- Stochastic depth ------------------------------------------------------------------------
