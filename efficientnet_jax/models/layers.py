@@ -161,8 +161,8 @@ def depthwise_shift(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   """Depthwise convolution as k·k shifted multiply-adds (one fused elementwise loop).
 
   XLA:CPU lowers grouped convolutions to a slow generic loop; this form runs several times faster
-  there, forward and backward (figures: docs/benchmarks.md), and gives the same result. Its
-  gradient is written by hand (`_depthwise_shift_bwd`): autodiff would keep every window for the
+  there, forward and backward (figures: docs/benchmarks.md), and gives the same result. Taps
+  whose windows meet only padding (small maps) are left out. Its gradient is written by hand (`_depthwise_shift_bwd`): autodiff would keep every window for the
   backward pass and build the input gradient from k·k padded full-size arrays.
 
   Args:
@@ -176,7 +176,6 @@ def depthwise_shift(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
   return _shift_sum(xp, kernel.astype(x.dtype), strides, out_h, out_w,
                     _forward_taps(x, k, strides, pads, (out_h, out_w)))
-
 
 
 def _depthwise_shift_fwd(x, kernel, strides, padding):
