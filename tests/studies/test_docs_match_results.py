@@ -210,5 +210,14 @@ def test_cluttered_fig4_verdicts_in_both_readmes(readme):
   for trial in (0, 6):
     low = min(results[trial]['per_seed'], key=lambda s: s['top1'])
     assert f"{_percent(low['top1'])}%" in readme and f"{low['train_loss_end']:.2f}" in readme
+  for trial in (0, 6):
+    low = min(results[trial]['per_seed'], key=lambda s: s['top1'])
+    assert (f"seed {low['seed_index']} at {_percent(low['top1'])}%" in experiments and
+            f"{low['train_loss_end']:.2f}" in experiments)
   base = results[2]['top1'] - results[0]['top1']
   assert f'gains {_points(base)} points at the baseline' in readme
+  # The 32-px curves start higher, and gain less on the means, than the baseline's.
+  narrow = [results[t]['top1'] for t in (3, 9)]
+  assert f'narrowest models already reach {_percent(narrow[0])}% and {_percent(narrow[1])}%' \
+      in experiments
+  assert all(results[t + 2]['top1'] - results[t]['top1'] < base for t in (3, 9))
