@@ -148,6 +148,7 @@ def _shift_sum(xp: jax.Array, kernel: jax.Array, strides: tuple[int, int], out_h
 
 
 def _shift_geometry(x: jax.Array, k: int, strides: tuple[int, int], padding: str):
+  """The forward's per-axis (before, after) padding, padded size and output size."""
   pads = tuple(_explicit_padding(x.shape[axis], k, s, padding)
                for axis, s in ((1, strides[0]), (2, strides[1])))
   padded = (x.shape[1] + sum(pads[0]), x.shape[2] + sum(pads[1]))
@@ -162,8 +163,9 @@ def depthwise_shift(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
 
   XLA:CPU lowers grouped convolutions to a slow generic loop; this form runs several times faster
   there, forward and backward (figures: docs/benchmarks.md), and gives the same result. Taps
-  whose windows meet only padding (small maps) are left out. Its gradient is written by hand (`_depthwise_shift_bwd`): autodiff would keep every window for the
-  backward pass and build the input gradient from k·k padded full-size arrays.
+  whose windows meet only padding (small maps) are left out. Its gradient is written by hand
+  (`_depthwise_shift_bwd`): autodiff would keep every window for the backward pass and build the
+  input gradient from k·k padded full-size arrays.
 
   Args:
     x: (N, H, W, C) input.

@@ -210,8 +210,6 @@ def test_cluttered_fig4_verdicts_in_both_readmes(readme):
   for trial in (0, 6):
     low = min(results[trial]['per_seed'], key=lambda s: s['top1'])
     assert f"{_percent(low['top1'])}%" in readme and f"{low['train_loss_end']:.2f}" in readme
-  for trial in (0, 6):
-    low = min(results[trial]['per_seed'], key=lambda s: s['top1'])
     assert (f"seed {low['seed_index']} at {_percent(low['top1'])}%" in experiments and
             f"{low['train_loss_end']:.2f}" in experiments)
   base = results[2]['top1'] - results[0]['top1']
