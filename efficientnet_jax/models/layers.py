@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any
 
 import flax.linen as nn
@@ -163,7 +164,8 @@ def depthwise_shift(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
 
   XLA:CPU lowers grouped convolutions to a slow generic loop; this form runs several times faster
   there, forward and backward (figures: docs/benchmarks.md), and gives the same result. Taps
-  whose windows meet only padding (small maps) are left out. Its gradient is written by hand
+  whose windows meet only padding (small maps) are left out. The result is computed once
+  (`_written_once`), not once per consumer. Its gradient is written by hand
   (`_depthwise_shift_bwd`): autodiff would keep every window for the backward pass and build the
   input gradient from k·k padded full-size arrays.
 
@@ -175,9 +177,59 @@ def depthwise_shift(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   """
   k = kernel.shape[0]
   pads, _, (out_h, out_w) = _shift_geometry(x, k, strides, padding)
-  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-  return _shift_sum(xp, kernel.astype(x.dtype), strides, out_h, out_w,
-                    _forward_taps(x, k, strides, pads, (out_h, out_w)))
+
+  def forward(x, kernel):
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    return _shift_sum(xp, kernel.astype(x.dtype), strides, out_h, out_w,
+                      _forward_taps(x, k, strides, pads, (out_h, out_w)))
+  return _written_once(forward, x, kernel)
+
+
+def _written_once(fn, *args):
+  """`fn(*args)`, computed once into a buffer that its consumers read.
+
+  XLA:CPU's loop fusion copies a cheap elementwise producer into each of its consumers, and a
+  k·k-tap shift-sum counts as cheap: B0's compiled train step recomputed each depthwise output in
+  five fusions (batch norm's statistics, its normalisation, its gradient, the input gradient's
+  padding and sum). A conditional's result is a buffer, so a `lax.cond` with `fn` as both
+  branches computes it once. The predicate (is the last argument's first element NaN) only has
+  to be one that XLA cannot fold; both branches give the same result.
+  """
+  first = args[-1].reshape(-1)[0]
+  return jax.lax.cond(first != first, fn, fn, *args)
+
+
+def _row_chunks(rows: int, most: int = 8) -> int:
+  """The largest divisor of `rows` that is at most `most`."""
+  return max(d for d in range(1, most + 1) if rows % d == 0)
+
+
+def _kernel_gradient(xp: jax.Array, g: jax.Array, live, strides: tuple[int, int]) -> dict:
+  """{(i, j): Σ over examples and output positions of window(i, j) × g}, for the live taps.
+
+  Summed in two stages, so that XLA:CPU reads the input and the gradient about once per kernel
+  row rather than once per tap: the output rows are cut into b ≤ 8 equal chunks whose products
+  are added elementwise, the k taps of one kernel row are stacked in one fused loop (each
+  example's row of the gradient read once for all of them), and one reduction sums what is
+  left, b times smaller than the products. One reduction per tap of the full product (the form
+  before) had every window written out for it: 2–3.6× slower per layer at 128 px
+  (docs/benchmarks.md).
+  """
+  out_h, out_w = g.shape[1:3]
+  chunks = _row_chunks(out_h)
+  rows = out_h // chunks
+  g_chunks = [jax.lax.slice_in_dim(g, t * rows, (t + 1) * rows, axis=1) for t in range(chunks)]
+  sums = {}
+  for i in live[0]:
+    partials = []
+    for j in live[1]:
+      terms = [window * g_chunks[t] for t in range(chunks)
+               for _, _, window in _windows(xp, ((i,), (j,)), strides, rows, out_w,
+                                            start=(strides[0] * t * rows, 0))]
+      partials.append(functools.reduce(operator.add, terms))
+    row_sums = jnp.sum(jnp.stack(partials, axis=2), axis=(0, 1, 3))
+    sums.update({(i, j): row_sums[t] for t, j in enumerate(live[1])})
+  return sums
 
 
 def _depthwise_shift_fwd(x, kernel, strides, padding):
@@ -186,7 +238,7 @@ def _depthwise_shift_fwd(x, kernel, strides, padding):
 
 
 def _depthwise_shift_bwd(strides, padding, residuals, g):
-  """Input gradient as one more shift-sum; kernel gradient as one sum per tap.
+  """Input gradient as one more shift-sum; kernel gradient by `_kernel_gradient`.
 
   The input gradient is the transposed convolution: the output gradient, dilated by the stride
   and padded by k − 1, correlated with the kernel flipped in both spatial axes, evaluated only
@@ -211,8 +263,7 @@ def _depthwise_shift_bwd(strides, padding, residuals, g):
                   start=(pads[0][0], pads[1][0]))
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
   live = _forward_taps(x, k, strides, pads, (out_h, out_w))
-  sums = {(i, j): jnp.sum(window * g, axis=(0, 1, 2))
-          for i, j, window in _windows(xp, live, strides, out_h, out_w)}
+  sums = _kernel_gradient(xp, g, live, strides)
   # Taps that meet only padding have a zero gradient; the stack is in kernel order.
   none = jnp.zeros(kernel.shape[-1:], g.dtype)
   dw = jnp.stack([sums.get((i, j), none) for i in range(k) for j in range(k)])

@@ -144,6 +144,8 @@ def test_depthwise_shift_equals_grouped_convolution(kernel_size, stride, padding
 @pytest.mark.parametrize('kernel_size,strides,padding,shape', [
     (3, (2, 2), 'same', (2, 9, 11, 4)), (5, (2, 2), 'same', (1, 10, 7, 3)),
     (5, (1, 1), 'symmetric', (2, 6, 9, 3)), (3, (1, 2), 'same', (1, 8, 8, 2)),
+    # The kernel gradient's row chunks: 6 chunks of 2 rows; 11 rows, one chunk.
+    (3, (1, 1), 'same', (2, 12, 5, 3)), (3, (2, 2), 'same', (1, 22, 6, 2)),
     # Small maps, where some taps meet only padding and are left out.
     (5, (1, 1), 'same', (2, 1, 2, 3)), (5, (2, 2), 'same', (1, 2, 3, 2)),
     (3, (1, 1), 'symmetric', (2, 1, 1, 2))])
@@ -162,6 +164,27 @@ def test_depthwise_shift_gradient_by_hand_equals_autodiff(kernel_size, strides, 
   dx, dw = jax.vjp(lambda a, b: layers.depthwise_shift(a, b, strides, padding),
                    x.astype(jnp.bfloat16), kernel)[1](g.astype(jnp.bfloat16))
   assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.float32
+
+
+def test_depthwise_shift_kernel_gradient_row_chunks():
+  # Up to 8 equal chunks of the output rows are summed elementwise before the reduction.
+  assert [layers._row_chunks(rows) for rows in (1, 2, 7, 11, 12, 16, 32, 112)] == [
+      1, 2, 7, 1, 6, 8, 8, 8]
+
+
+def test_depthwise_shift_forward_is_one_conditional():
+  # The forward sum sits in a `lax.cond`, so that XLA writes it once instead of recomputing it
+  # in each consumer's fusion (`layers._written_once`); both branches are the same sum.
+  x, kernel = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 1, 2))
+  jaxpr = jax.make_jaxpr(lambda a, b: layers.depthwise_shift(a, b, (1, 1), 'same'))(x, kernel)
+  assert str(jaxpr).count('cond[') == 1
+  # A NaN in the kernel takes the other branch: the same sum (channel 1 holds no NaN).
+  nan_kernel = kernel.at[0, 0, 0, 0].set(jnp.nan)
+  conv = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME', feature_group_count=2,
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  shift = layers.depthwise_shift(x, nan_kernel, (1, 1), 'same')
+  np.testing.assert_array_equal(shift[..., 1], conv[..., 1])
+  assert np.isnan(shift[0, 1, 1, 0])
 
 
 def test_depthwise_shift_leaves_out_the_taps_that_meet_only_padding():
