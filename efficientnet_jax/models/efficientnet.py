@@ -143,9 +143,8 @@ class EfficientNet(nn.Module):
     block_cls = nn.remat(MBConvBlock, static_argnums=(2,)) if self.remat else MBConvBlock
 
     x = images.astype(self.dtype)
-    x = nn.Conv(spec.stem_filters, (3, 3), strides=(2, 2),
-                padding=layers.conv_padding(3, self.padding), use_bias=False, dtype=self.dtype,
-                kernel_init=layers.conv_kernel_init(), name='stem_conv')(x)
+    x = layers.StemConv(spec.stem_filters, 3, (2, 2), self.padding, dtype=self.dtype,
+                        name='stem_conv')(x)
     x = act(bn(name='stem_bn')(x, train))
 
     endpoints = {}

@@ -18,7 +18,7 @@ import numpy as np
 
 from efficientnet_jax.models import layers
 
-_COUNTED = (nn.Conv, nn.Dense, layers.DepthwiseConv)
+_COUNTED = (nn.Conv, nn.Dense, layers.DepthwiseConv, layers.StemConv)
 
 
 def _layer_macs(module: nn.Module, inputs, outputs) -> int:
@@ -30,6 +30,8 @@ def _layer_macs(module: nn.Module, inputs, outputs) -> int:
     return int(np.prod(out)) * kernel * (in_features // module.feature_group_count)
   if isinstance(module, layers.DepthwiseConv):
     return int(np.prod(out)) * module.kernel_size ** 2
+  if isinstance(module, layers.StemConv):  # The real input channels, not the CPU's padding.
+    return int(np.prod(out)) * module.kernel_size ** 2 * in_features
   return int(np.prod(out)) * in_features  # Dense
 
 
@@ -59,7 +61,7 @@ class Trace:
 def _kernel_size(module: nn.Module) -> tuple[int, ...]:
   if isinstance(module, nn.Conv):
     return tuple(module.kernel_size)
-  if isinstance(module, layers.DepthwiseConv):
+  if isinstance(module, (layers.DepthwiseConv, layers.StemConv)):
     return (module.kernel_size, module.kernel_size)
   return ()  # Dense
 

@@ -310,6 +310,50 @@ class DepthwiseConv(nn.Module):
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=features)
 
 
+class StemConv(nn.Module):
+  """The stem: a dense k×k convolution without bias, with `nn.Conv`'s variables.
+
+  On XLA:CPU the input channels are padded with zeros to a multiple of 4 (RGB → 4), and the
+  kernel with zero input rows to match: its convolution kernel for 3 input channels ran the
+  stem forward and backward 1.1–2× slower than for 4 (docs/benchmarks.md). The zeros
+  add exact zeros, so the result is the convolution's up to rounding; the variable keeps its
+  (k, k, C_in, features) shape.
+
+  Attributes:
+    features: output channels.
+    kernel_size: k.
+    strides: (height, width) strides.
+    padding: 'same' (TF-SAME) or 'symmetric'.
+    channel_multiple: pad the input channels to a multiple of this; None: 4 on CPU, 1 (no
+      padding) elsewhere.
+    dtype: compute dtype.
+  """
+  features: int
+  kernel_size: int = 3
+  strides: tuple[int, int] = (2, 2)
+  padding: str = 'same'
+  channel_multiple: int | None = None
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, channels = self.kernel_size, x.shape[-1]
+    kernel = self.param('kernel', conv_kernel_init(), (k, k, channels, self.features),
+                        jnp.float32)
+    dtype = self.dtype or x.dtype
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    multiple = self.channel_multiple
+    if multiple is None:
+      multiple = 4 if jax.default_backend() == 'cpu' else 1
+    extra = -channels % multiple
+    if extra:
+      x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
+      kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, extra), (0, 0)))
+    return jax.lax.conv_general_dilated(
+        x, kernel, tuple(self.strides), conv_padding(k, self.padding),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
 def drop_path(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
   """Stochastic depth: keeps each example's branch with probability 1 − rate, scaled by 1/keep."""
   keep = 1.0 - rate

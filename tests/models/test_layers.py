@@ -206,6 +206,38 @@ def test_depthwise_shift_leaves_out_the_taps_that_meet_only_padding():
   np.testing.assert_allclose(dw[2, 2, 0], jnp.sum(x, axis=(0, 1, 2)), rtol=1e-6)
 
 
+@pytest.mark.parametrize('padding', ['same', 'symmetric'])
+@pytest.mark.parametrize('size', [31, 32])
+def test_stem_conv_channel_padding_equals_nn_conv(padding, size):
+  # The CPU's zero channel (RGB → 4) changes neither the variable nor, beyond rounding, the
+  # output and the kernel's gradient; the forward is nn.Conv's with the same kernel.
+  x = model_helpers.images((2, size, size, 3))
+  stems = {m: layers.StemConv(8, 3, (2, 2), padding, channel_multiple=m) for m in (1, 4)}
+  variables = stems[4].init(jax.random.key(0), x)
+  assert variables['params']['kernel'].shape == (3, 3, 3, 8)
+  reference = nn.Conv(8, (3, 3), (2, 2), padding=layers.conv_padding(3, padding),
+                      use_bias=False).apply(variables, x)
+  out = {}
+  for m, stem in stems.items():
+    out[m], vjp = jax.vjp(lambda v: stem.apply(v, x), variables)
+    out[m, 'grad'] = vjp(jnp.cos(out[m]))[0]['params']['kernel']
+  np.testing.assert_array_equal(out[1], reference)
+  np.testing.assert_allclose(out[4], reference, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out[4, 'grad'], out[1, 'grad'], rtol=1e-4, atol=1e-4)
+
+
+def test_stem_conv_pads_to_the_channel_multiple_only_on_cpu(monkeypatch):
+  seen = []
+  real = jax.lax.conv_general_dilated
+  monkeypatch.setattr(jax.lax, 'conv_general_dilated',
+                      lambda x, *a, **k: seen.append(x.shape[-1]) or real(x, *a, **k))
+  x = jnp.zeros((1, 8, 8, 3))
+  layers.StemConv(4).init(jax.random.key(0), x)
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  layers.StemConv(4).init(jax.random.key(0), x)
+  assert seen == [4, 3]
+
+
 # --- Stochastic depth ------------------------------------------------------------------------
 
 
