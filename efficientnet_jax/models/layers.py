@@ -59,11 +59,14 @@ class BatchNorm(nn.Module):
       `jax.jit` on a sharded batch is the global batch (synchronised BN). A smaller group reproduces
       TF-TPU per-replica BN; groups are consecutive runs of the batch, so they stay device-local
       when the group size is a multiple of the per-device batch or divides it.
+    gradient: training's backward pass: 'by_hand' (`batch_norm_train`, faster on XLA:CPU),
+      'autodiff' or 'auto' ('by_hand' on CPU, 'autodiff' elsewhere).
   """
   momentum: float = 0.99
   epsilon: float = 1e-3
   dtype: Dtype | None = None
   group_size: int | None = None
+  gradient: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -83,13 +86,24 @@ class BatchNorm(nn.Module):
     if batch % group:
       raise ValueError(f'BatchNorm group_size {group} must divide the batch size {batch}; set '
                        'config.bn_group_size to a divisor of the (per-step) batch.')
-    xf = x.astype(jnp.float32).reshape((batch // group, group) + x.shape[1:])
-    axes = tuple(range(1, xf.ndim - 1))
-    # One pass for both moments (E[x²] − E[x]²) keeps the reduction fused with the producer.
-    mean = jnp.mean(xf, axes, keepdims=True)
-    var = jnp.maximum(jnp.mean(jnp.square(xf), axes, keepdims=True) - jnp.square(mean), 0.0)
-    mul = scale * jax.lax.rsqrt(var + self.epsilon)
-    y = (xf * mul + (bias - mean * mul)).reshape(x.shape).astype(out_dtype)
+    grouped = x.reshape((batch // group, group) + x.shape[1:])
+    gradient = self.gradient
+    if gradient == 'auto':
+      gradient = 'by_hand' if jax.default_backend() == 'cpu' else 'autodiff'
+    if gradient == 'by_hand':
+      y, mean, var = batch_norm_train(grouped, scale, bias, self.epsilon)
+    elif gradient == 'autodiff':
+      xf = grouped.astype(jnp.float32)
+      axes = tuple(range(1, xf.ndim - 1))
+      # One pass for both moments (E[x²] − E[x]²) keeps the reduction fused with the producer.
+      mean = jnp.mean(xf, axes, keepdims=True)
+      var = jnp.maximum(jnp.mean(jnp.square(xf), axes, keepdims=True) - jnp.square(mean), 0.0)
+      mul = scale * jax.lax.rsqrt(var + self.epsilon)
+      y = xf * mul + (bias - mean * mul)
+    else:
+      raise ValueError(f"BatchNorm gradient must be 'auto', 'by_hand' or 'autodiff', got "
+                       f'{gradient!r}.')
+    y = y.reshape(x.shape).astype(out_dtype)
 
     if not self.is_initializing():
       reduce_axes = tuple(range(mean.ndim - 1))
@@ -97,6 +111,53 @@ class BatchNorm(nn.Module):
       ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean, reduce_axes)
       ra_var.value = m * ra_var.value + (1 - m) * jnp.mean(var, reduce_axes)
     return y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float):
+  """Batch norm with the batch's statistics, gradient by hand: (y, mean, var), all float32.
+
+  `x` is grouped (G, n, H, W, C): statistics per group and channel over n·H·W values, both
+  moments from one read (var = E[x²] − E[x]², clamped at 0). The backward pass
+  (`_batch_norm_train_bwd`) is the closed form: two per-channel sums, Σg and Σg·x, then one
+  elementwise pass for dx. Autodiff of the same forward gave XLA:CPU a backward with more
+  fusions, each reading the activation again: B0's CPU train step ran 4–11% slower with it
+  (docs/benchmarks.md). Residuals: `x` in its own dtype and per-channel vectors.
+  """
+  return _batch_norm_train_fwd(x, scale, bias, epsilon)[0]
+
+
+def _batch_norm_train_fwd(x, scale, bias, epsilon):
+  xf = x.astype(jnp.float32)
+  count = xf.shape[1] * xf.shape[2] * xf.shape[3]
+  mean = jnp.sum(xf, axis=(1, 2, 3), keepdims=True) / count
+  raw_var = jnp.sum(xf * xf, axis=(1, 2, 3), keepdims=True) / count - mean * mean
+  var = jnp.maximum(raw_var, 0.0)
+  rstd = jax.lax.rsqrt(var + epsilon)
+  mul = scale * rstd
+  y = xf * mul + (bias - mean * mul)
+  return (y, mean, var), (x, scale, mean, rstd, raw_var > 0)
+
+
+def _batch_norm_train_bwd(epsilon, residuals, cotangents):
+  """y = x·m + (b − μ·m), m = s·(v + ε)^−½, μ = Σx/N, v = Σx²/N − μ²; (dx, ds, db)."""
+  del epsilon
+  x, scale, mean, rstd, positive = residuals
+  g, g_mean, g_var = cotangents  # The statistics' own cotangents: zero unless a loss uses them.
+  xf = x.astype(jnp.float32)
+  count = xf.shape[1] * xf.shape[2] * xf.shape[3]
+  g_sum = jnp.sum(g, axis=(1, 2, 3), keepdims=True)
+  g_centred = jnp.sum(g * xf, axis=(1, 2, 3), keepdims=True) - mean * g_sum  # Σg·(x − μ).
+  mul = scale * rstd
+  # Through m into v (zero where the clamp held v at 0), then v's and y's paths into μ.
+  g_var = jnp.where(positive, g_var - 0.5 * g_centred * scale * rstd ** 3, 0.0)
+  g_mean = g_mean - mul * g_sum - 2.0 * mean * g_var
+  dx = g * mul + g_mean / count + (2.0 / count) * g_var * xf
+  return (dx.astype(x.dtype), jnp.sum(g_centred * rstd, axis=(0, 1, 2, 3)),
+          jnp.sum(g_sum, axis=(0, 1, 2, 3)))
+
+
+batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 
 def _explicit_padding(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int]:

@@ -77,6 +77,31 @@ def test_grouped_batchnorm_matches_per_group_numpy():
     layers.BatchNorm(group_size=5).apply(variables, x, train=True, mutable=['batch_stats'])
 
 
+@pytest.mark.parametrize('group_size', [None, 4])
+def test_batchnorm_gradient_by_hand_equals_autodiff(group_size):
+  # The loss reads the output and, through the running statistics, the batch's mean and
+  # variance, so every cotangent of `batch_norm_train` is non-zero.
+  x = model_helpers.images((8, 5, 3, 6)) * 3.0 + 1.0
+  variables = {'params': {'scale': jnp.linspace(0.5, 2.0, 6), 'bias': jnp.linspace(-1, 1, 6)},
+               'batch_stats': {'mean': jnp.zeros(6), 'var': jnp.ones(6)}}
+
+  def loss(gradient, params, x):
+    bn = layers.BatchNorm(momentum=0.5, group_size=group_size, gradient=gradient)
+    y, updates = bn.apply({**variables, 'params': params}, x, train=True,
+                          mutable=['batch_stats'])
+    stats = updates['batch_stats']
+    return jnp.sum(jnp.sin(y)) + jnp.sum(stats['mean'] ** 2) + jnp.sum(jnp.sqrt(stats['var']))
+
+  results = {g: jax.value_and_grad(functools.partial(loss, g), argnums=(0, 1))(
+      variables['params'], x) for g in ('by_hand', 'autodiff')}
+  hand, auto = results['by_hand'], results['autodiff']
+  np.testing.assert_allclose(hand[0], auto[0], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(hand[1]), jax.tree.leaves(auto[1])):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+  with pytest.raises(ValueError, match="'by_hand' or 'autodiff'"):
+    loss('numeric', variables['params'], x)
+
+
 def test_model_batchnorm_train_vs_eval():
   net = model.create_model('b0', num_classes=10, block_strings=model_helpers.TINY_BLOCKS)
   variables = model_helpers.fake_variables(net)
