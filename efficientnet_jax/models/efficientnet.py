@@ -53,12 +53,10 @@ class MBConvBlock(nn.Module):
   @nn.compact
   def __call__(self, inputs: jax.Array, train: bool) -> jax.Array:
     a = self.args
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=layers.conv_kernel_init())
     x = inputs
     filters = a.input_filters * a.expand_ratio
     if a.expand_ratio != 1:
-      x = conv(filters, (1, 1), name='expand_conv')(x)
+      x = layers.PointwiseConv(filters, dtype=self.dtype, name='expand_conv')(x)
       x = self.activation(self.bn(name='expand_bn')(x, train))
     x = layers.DepthwiseConv(a.kernel_size, a.strides, self.padding, self.depthwise_impl,
                              self.dtype, name='depthwise_conv')(x)
@@ -67,7 +65,7 @@ class MBConvBlock(nn.Module):
       # SE width comes from the block *input*, not the expanded width.
       reduced = max(1, int(a.input_filters * a.se_ratio))
       x = SqueezeExcite(reduced, self.activation, self.dtype, name='se')(x)
-    x = conv(a.output_filters, (1, 1), name='project_conv')(x)
+    x = layers.PointwiseConv(a.output_filters, dtype=self.dtype, name='project_conv')(x)
     x = self.bn(name='project_bn')(x, train)
     if a.has_skip:
       if train and self.drop_path_rate > 0:
@@ -156,8 +154,7 @@ class EfficientNet(nn.Module):
       if i in endpoint_of:
         endpoints[endpoint_of[i]] = x
 
-    x = nn.Conv(spec.head_filters, (1, 1), use_bias=False, dtype=self.dtype,
-                kernel_init=layers.conv_kernel_init(), name='head_conv')(x)
+    x = layers.PointwiseConv(spec.head_filters, dtype=self.dtype, name='head_conv')(x)
     x = act(bn(name='head_bn')(x, train))
     endpoints['features'] = x
     x = jnp.mean(x, axis=(1, 2), dtype=jnp.float32)

@@ -18,7 +18,7 @@ import numpy as np
 
 from efficientnet_jax.models import layers
 
-_COUNTED = (nn.Conv, nn.Dense, layers.DepthwiseConv, layers.StemConv)
+_COUNTED = (nn.Conv, nn.Dense, layers.DepthwiseConv, layers.StemConv, layers.PointwiseConv)
 
 
 def _layer_macs(module: nn.Module, inputs, outputs) -> int:
@@ -32,7 +32,7 @@ def _layer_macs(module: nn.Module, inputs, outputs) -> int:
     return int(np.prod(out)) * module.kernel_size ** 2
   if isinstance(module, layers.StemConv):  # The real input channels, not the CPU's padding.
     return int(np.prod(out)) * module.kernel_size ** 2 * in_features
-  return int(np.prod(out)) * in_features  # Dense
+  return int(np.prod(out)) * in_features  # Dense, PointwiseConv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +63,8 @@ def _kernel_size(module: nn.Module) -> tuple[int, ...]:
     return tuple(module.kernel_size)
   if isinstance(module, (layers.DepthwiseConv, layers.StemConv)):
     return (module.kernel_size, module.kernel_size)
+  if isinstance(module, layers.PointwiseConv):
+    return (1, 1)
   return ()  # Dense
 
 

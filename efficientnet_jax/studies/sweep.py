@@ -75,8 +75,9 @@ TIMING_FIELDS = ('train_seconds', 'environment')
 # (the shift form) has a hand-written gradient, which rounds its sums in another order. 5: it
 # leaves out the taps that meet only padding (small maps), which rounds some sums otherwise. 6: its
 # kernel gradient is summed in two stages (row chunks, then one reduction), the CPU's stem
-# convolution sees the image with a fourth, zero channel (`layers.StemConv`), and the CPU's batch
-# norm has a hand-written gradient (`layers.batch_norm_train`): other orders.
+# convolution sees the image with a fourth, zero channel (`layers.StemConv`), the CPU's batch
+# norm has a hand-written gradient (`layers.batch_norm_train`) and its 1×1 convolutions are matrix
+# products (`layers.PointwiseConv`): other orders.
 COMPUTATION_VERSION = 6
 # The layout of result.json / results.json records: bump it when their fields change. 3: a seed
 # has predictions.npz beside its result.json, and results.json records carry

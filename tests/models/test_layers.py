@@ -251,16 +251,34 @@ def test_stem_conv_channel_padding_equals_nn_conv(padding, size):
   np.testing.assert_allclose(out[4, 'grad'], out[1, 'grad'], rtol=1e-4, atol=1e-4)
 
 
-def test_stem_conv_pads_to_the_channel_multiple_only_on_cpu(monkeypatch):
+def test_pointwise_conv_as_a_product_equals_the_convolution():
+  x = model_helpers.images((2, 5, 4, 6))
+  convs = {impl: layers.PointwiseConv(8, implementation=impl) for impl in ('dot', 'conv')}
+  variables = convs['dot'].init(jax.random.key(0), x)
+  assert variables['params']['kernel'].shape == (1, 1, 6, 8)
+  out, grads = {}, {}
+  for impl, conv in convs.items():
+    out[impl], vjp = jax.vjp(lambda v, x: conv.apply(v, x), variables, x)
+    grads[impl] = vjp(jnp.cos(out[impl]))
+  np.testing.assert_allclose(out['dot'], out['conv'], rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(grads['dot']), jax.tree.leaves(grads['conv'])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="'conv' or 'dot'"):
+    layers.PointwiseConv(8, implementation='fft').init(jax.random.key(0), x)
+
+
+def test_stem_and_pointwise_convs_change_form_only_on_cpu(monkeypatch):
   seen = []
   real = jax.lax.conv_general_dilated
   monkeypatch.setattr(jax.lax, 'conv_general_dilated',
                       lambda x, *a, **k: seen.append(x.shape[-1]) or real(x, *a, **k))
   x = jnp.zeros((1, 8, 8, 3))
   layers.StemConv(4).init(jax.random.key(0), x)
+  layers.PointwiseConv(4).init(jax.random.key(0), x)  # A product on CPU: no convolution.
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   layers.StemConv(4).init(jax.random.key(0), x)
-  assert seen == [4, 3]
+  layers.PointwiseConv(4).init(jax.random.key(0), x)
+  assert seen == [4, 3, 3]
 
 
 # --- Stochastic depth ------------------------------------------------------------------------
