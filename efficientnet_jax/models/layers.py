@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from typing import Any
+from typing import Any, Iterator
 
 import flax.linen as nn
 import jax
@@ -46,14 +48,52 @@ def conv_padding(kernel_size: int, padding: str):
                    f'weights), got {padding!r}.')
 
 
-def for_backend(choice: str, on_cpu: str, elsewhere: str) -> str:
+# Each per-backend choice of this module, by name: the values it may take.
+FORMS = {
+    'depthwise': ('shift', 'conv'),
+    'batch_norm_gradient': ('by_hand', 'autodiff'),
+    'pointwise': ('dot', 'conv'),
+    'stem_channel_multiple': (4, 1),
+}
+_forced_forms: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
+    'forced_forms', default={})
+
+
+@contextlib.contextmanager
+def forced_forms(**choices: Any) -> Iterator[None]:
+  """Within the block, models traced take these forms where their attribute says 'auto'.
+
+  For measuring one form against another in the same process (`benchmarks/paired_step.py`):
+  the choice is made when the model is traced, so a step built and compiled inside the block
+  keeps it. Names and values are those of `FORMS`; an explicit attribute (not 'auto') wins.
+
+  Raises:
+    ValueError: an unknown name or value.
+  """
+  for name, value in choices.items():
+    if name not in FORMS:
+      raise ValueError(f'Unknown form {name!r}; forms: {", ".join(FORMS)}.')
+    if value not in FORMS[name]:
+      raise ValueError(f'Form {name}={value!r} is not one of {FORMS[name]}.')
+  token = _forced_forms.set({**_forced_forms.get(), **choices})
+  try:
+    yield
+  finally:
+    _forced_forms.reset(token)
+
+
+def for_backend(choice: Any, on_cpu: Any, elsewhere: Any, form: str | None = None) -> Any:
   """`choice`, with 'auto' resolved to `on_cpu` on XLA:CPU and `elsewhere` on accelerators.
 
   The CPU forms below (and `depthwise_shift`) run faster on XLA:CPU; accelerators keep the
-  program they had, so what a GPU or TPU compiles never depends on these choices.
+  program they had, so what a GPU or TPU compiles never depends on these choices. `form` names
+  the choice in `FORMS`: inside `forced_forms` its forced value replaces the backend's.
   """
   if choice != 'auto':
     return choice
+  forced = _forced_forms.get()
+  if form in forced:
+    return forced[form]
   return on_cpu if jax.default_backend() == 'cpu' else elsewhere
 
 
@@ -99,7 +139,7 @@ class BatchNorm(nn.Module):
       raise ValueError(f'BatchNorm group_size {group} must divide the batch size {batch}; set '
                        'config.bn_group_size to a divisor of the (per-step) batch.')
     grouped = x.reshape((batch // group, group) + x.shape[1:])
-    gradient = for_backend(self.gradient, 'by_hand', 'autodiff')
+    gradient = for_backend(self.gradient, 'by_hand', 'autodiff', 'batch_norm_gradient')
     if gradient == 'by_hand':
       y, mean, var = batch_norm_train(grouped, scale, bias, self.epsilon)
     elif gradient == 'autodiff':  # The same forward, differentiated by JAX.
@@ -190,7 +230,7 @@ class DepthwiseConv(nn.Module):
                         jnp.float32)
     dtype = self.dtype or x.dtype
     x = x.astype(dtype)
-    impl = for_backend(self.implementation, 'shift', 'conv')
+    impl = for_backend(self.implementation, 'shift', 'conv', 'depthwise')
     if impl == 'shift':
       return depthwise_shift(x, kernel, tuple(self.strides), self.padding)
     if impl != 'conv':
@@ -205,8 +245,11 @@ class PointwiseConv(nn.Module):
 
   On XLA:CPU it is one matrix product over the channels: for XLA:CPU's convolution, B0's
   compiled train step wrote activations out in channel-major order first (transposes: 11% of the
-  quick start's step), and the product ran the step 2–8% faster (docs/benchmarks.md). Elsewhere
-  it is XLA's convolution.
+  quick start's step), and the product ran the step 2–8% faster (docs/benchmarks.md). The
+  product is taken on the activations flattened to (rows, channels): on the 4-D array, XLA:CPU
+  wrote the output gradient out transposed for the kernel's gradient and summed it with a slow
+  product (B0's step at 128 px 1.3× longer; the same values bit for bit). Elsewhere it is XLA's
+  convolution.
 
   Attributes:
     features: output channels.
@@ -223,9 +266,10 @@ class PointwiseConv(nn.Module):
                         jnp.float32)
     dtype = self.dtype or x.dtype
     x, kernel = x.astype(dtype), kernel.astype(dtype)
-    impl = for_backend(self.implementation, 'dot', 'conv')
+    impl = for_backend(self.implementation, 'dot', 'conv', 'pointwise')
     if impl == 'dot':
-      return jnp.dot(x, kernel[0, 0])
+      rows = x.reshape(-1, x.shape[-1])
+      return jnp.dot(rows, kernel[0, 0]).reshape(x.shape[:-1] + (self.features,))
     if impl != 'conv':
       raise ValueError(f"pointwise implementation must be 'auto', 'conv' or 'dot', got {impl!r}.")
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'VALID',
@@ -264,9 +308,7 @@ class StemConv(nn.Module):
                         jnp.float32)
     dtype = self.dtype or x.dtype
     x, kernel = x.astype(dtype), kernel.astype(dtype)
-    multiple = self.channel_multiple
-    if multiple is None:
-      multiple = 4 if jax.default_backend() == 'cpu' else 1
+    multiple = self.channel_multiple or for_backend('auto', 4, 1, 'stem_channel_multiple')
     extra = -channels % multiple
     if extra:
       x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))

@@ -178,6 +178,18 @@ def test_pointwise_conv_as_a_product_equals_the_convolution():
     layers.PointwiseConv(8, implementation='fft').init(jax.random.key(0), x)
 
 
+def test_pointwise_product_is_over_rows_of_channels():
+  # A product of 4-D activations made XLA:CPU write the gradient transposed for the kernel's
+  # gradient (B0's step at 128 px ran 1.3× longer): the product is taken on (rows, channels).
+  conv = layers.PointwiseConv(8, implementation='dot')
+  x = model_helpers.images((2, 5, 4, 6))
+  variables = conv.init(jax.random.key(0), x)
+  jaxpr = jax.make_jaxpr(jax.grad(lambda v: jnp.sum(conv.apply(v, x) ** 2)))(variables)
+  dots = [e for e in jaxpr.eqns if e.primitive.name == 'dot_general']
+  assert len(dots) == 2 and all(e.invars[0].aval.ndim == 2 for e in dots)
+  assert dots[1].outvars[0].aval.shape in ((6, 8), (8, 6))  # The kernel gradient: rows summed.
+
+
 def test_stem_and_pointwise_convs_change_form_only_on_cpu(monkeypatch):
   seen = []
   real = jax.lax.conv_general_dilated
@@ -400,3 +412,29 @@ def test_grouped_batchnorm_sharded_over_devices_equals_per_group_statistics(grou
   np.testing.assert_allclose(updates['batch_stats']['mean'], 0.01 * means.mean(0), rtol=1e-4)
   np.testing.assert_allclose(updates['batch_stats']['var'], 0.99 + 0.01 * variances.mean(0),
                              rtol=1e-4)
+
+
+def test_forced_forms_choose_auto_forms_and_leave_explicit_ones():
+  assert layers.for_backend('auto', 'dot', 'conv', 'pointwise') == 'dot'  # Tests run on CPU.
+  with layers.forced_forms(pointwise='conv', stem_channel_multiple=1):
+    assert layers.for_backend('auto', 'dot', 'conv', 'pointwise') == 'conv'
+    assert layers.for_backend('dot', 'dot', 'conv', 'pointwise') == 'dot'
+    assert layers.for_backend('auto', 4, 1, 'stem_channel_multiple') == 1
+    assert layers.for_backend('auto', 'shift', 'conv', 'depthwise') == 'shift'
+  assert layers.for_backend('auto', 'dot', 'conv', 'pointwise') == 'dot'
+  with pytest.raises(ValueError, match='Unknown form'):
+    with layers.forced_forms(colour='red'):
+      pass
+  with pytest.raises(ValueError, match='not one of'):
+    with layers.forced_forms(depthwise='fft'):
+      pass
+
+
+def test_forced_forms_change_the_traced_program():
+  stem = layers.StemConv(8)
+  x = jnp.ones((1, 8, 8, 3))
+  variables = stem.init(jax.random.key(0), x)
+  padded = jax.make_jaxpr(lambda v: stem.apply(v, x))(variables)
+  with layers.forced_forms(stem_channel_multiple=1):
+    plain = jax.make_jaxpr(lambda v: stem.apply(v, x))(variables)
+  assert 'f32[1,8,8,4]' in str(padded) and 'f32[1,8,8,4]' not in str(plain)
