@@ -248,8 +248,8 @@ class PointwiseConv(nn.Module):
   quick start's step), and the product ran the step 2–8% faster (docs/benchmarks.md). The
   product is taken on the activations flattened to (rows, channels): on the 4-D array, XLA:CPU
   wrote the output gradient out transposed for the kernel's gradient and summed it with a slow
-  product (B0's step at 128 px 1.3× longer; the same values bit for bit). Elsewhere it is XLA's
-  convolution.
+  product (B0's step at 128 px 1.3× longer; the same values up to the order of the sums).
+  Elsewhere it is XLA's convolution.
 
   Attributes:
     features: output channels.
