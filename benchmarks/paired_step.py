@@ -15,12 +15,17 @@ cancels it.
 Printed, one Markdown row per variant: its median step (ms), the median of the paired ratios
 to the first variant with their quartiles, and a 95% bootstrap interval of that median (rounds
 resampled); `--json` adds the raw step times. A ratio below 1: faster than the first variant.
-Forms and their values: `models.layers.FORMS`.
+Forms and their values: `models.layers.FORMS`. As training, it runs on tcmalloc where that is
+installed (`EFFICIENTNET_JAX_MALLOC` chooses) and with XLA:CPU's FAST_COMPILE preset.
 """
 
 from __future__ import annotations
 
-import argparse
+# Read by the package's import: the steps run on tcmalloc where it is installed, as training's
+# do (efficientnet_jax/host_malloc.py).
+USE_PREFERRED_HOST_MALLOC = True
+
+import argparse  # pylint: disable=g-import-not-at-top,wrong-import-position
 import json
 import os
 import sys
@@ -29,6 +34,7 @@ import time
 import jax
 import numpy as np
 
+from efficientnet_jax import host_malloc
 from efficientnet_jax.benchmarking import harness
 from efficientnet_jax.errors import UsageError
 from efficientnet_jax.models import layers
@@ -150,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
   rows = paired_summary(times)
   print(f'{args.model}' + (f' φ={args.phi:g}' if args.phi is not None else '') +
         f', {args.resolution} px, batch {args.batch}, {args.dtype}, {jax.default_backend()}, '
-        f'jax {jax.__version__}, XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}')
+        f'jax {jax.__version__}, XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, '
+        f'malloc {host_malloc.in_use()}')
   print(format_table(rows, args.rounds))
   if args.json:
     print(json.dumps({'rows': rows, 'times_s': times}))
