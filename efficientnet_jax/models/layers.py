@@ -48,7 +48,8 @@ def conv_padding(kernel_size: int, padding: str):
                    f'weights), got {padding!r}.')
 
 
-# Each per-backend choice of this module, by name: the values it may take.
+# Each per-backend choice of this module, by name: (the CPU's form, the accelerators' form), the
+# values it may take.
 FORMS = {
     'depthwise': ('shift', 'conv'),
     'batch_norm_gradient': ('by_hand', 'autodiff'),
@@ -82,18 +83,19 @@ def forced_forms(**choices: Any) -> Iterator[None]:
     _forced_forms.reset(token)
 
 
-def for_backend(choice: Any, on_cpu: Any, elsewhere: Any, form: str | None = None) -> Any:
-  """`choice`, with 'auto' resolved to `on_cpu` on XLA:CPU and `elsewhere` on accelerators.
+def for_backend(choice: Any, form: str) -> Any:
+  """`choice`, with 'auto' resolved to `form`'s CPU form on XLA:CPU, its other one elsewhere.
 
   The CPU forms below (and `depthwise_shift`) run faster on XLA:CPU; accelerators keep the
-  program they had, so what a GPU or TPU compiles never depends on these choices. `form` names
-  the choice in `FORMS`: inside `forced_forms` its forced value replaces the backend's.
+  program they had, so what a GPU or TPU compiles never depends on these choices. Inside
+  `forced_forms`, the forced value of `form` replaces the backend's.
   """
   if choice != 'auto':
     return choice
   forced = _forced_forms.get()
   if form in forced:
     return forced[form]
+  on_cpu, elsewhere = FORMS[form]
   return on_cpu if jax.default_backend() == 'cpu' else elsewhere
 
 
@@ -139,7 +141,7 @@ class BatchNorm(nn.Module):
       raise ValueError(f'BatchNorm group_size {group} must divide the batch size {batch}; set '
                        'config.bn_group_size to a divisor of the (per-step) batch.')
     grouped = x.reshape((batch // group, group) + x.shape[1:])
-    gradient = for_backend(self.gradient, 'by_hand', 'autodiff', 'batch_norm_gradient')
+    gradient = for_backend(self.gradient, 'batch_norm_gradient')
     if gradient == 'by_hand':
       y, mean, var = batch_norm_train(grouped, scale, bias, self.epsilon)
     elif gradient == 'autodiff':  # The same forward, differentiated by JAX.
@@ -230,7 +232,7 @@ class DepthwiseConv(nn.Module):
                         jnp.float32)
     dtype = self.dtype or x.dtype
     x = x.astype(dtype)
-    impl = for_backend(self.implementation, 'shift', 'conv', 'depthwise')
+    impl = for_backend(self.implementation, 'depthwise')
     if impl == 'shift':
       return depthwise_shift(x, kernel, tuple(self.strides), self.padding)
     if impl != 'conv':
@@ -266,7 +268,7 @@ class PointwiseConv(nn.Module):
                         jnp.float32)
     dtype = self.dtype or x.dtype
     x, kernel = x.astype(dtype), kernel.astype(dtype)
-    impl = for_backend(self.implementation, 'dot', 'conv', 'pointwise')
+    impl = for_backend(self.implementation, 'pointwise')
     if impl == 'dot':
       rows = x.reshape(-1, x.shape[-1])
       return jnp.dot(rows, kernel[0, 0]).reshape(x.shape[:-1] + (self.features,))
@@ -308,7 +310,7 @@ class StemConv(nn.Module):
                         jnp.float32)
     dtype = self.dtype or x.dtype
     x, kernel = x.astype(dtype), kernel.astype(dtype)
-    multiple = self.channel_multiple or for_backend('auto', 4, 1, 'stem_channel_multiple')
+    multiple = self.channel_multiple or for_backend('auto', 'stem_channel_multiple')
     extra = -channels % multiple
     if extra:
       x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))

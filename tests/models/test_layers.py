@@ -415,13 +415,13 @@ def test_grouped_batchnorm_sharded_over_devices_equals_per_group_statistics(grou
 
 
 def test_forced_forms_choose_auto_forms_and_leave_explicit_ones():
-  assert layers.for_backend('auto', 'dot', 'conv', 'pointwise') == 'dot'  # Tests run on CPU.
+  assert layers.for_backend('auto', 'pointwise') == 'dot'  # Tests run on CPU.
   with layers.forced_forms(pointwise='conv', stem_channel_multiple=1):
-    assert layers.for_backend('auto', 'dot', 'conv', 'pointwise') == 'conv'
-    assert layers.for_backend('dot', 'dot', 'conv', 'pointwise') == 'dot'
-    assert layers.for_backend('auto', 4, 1, 'stem_channel_multiple') == 1
-    assert layers.for_backend('auto', 'shift', 'conv', 'depthwise') == 'shift'
-  assert layers.for_backend('auto', 'dot', 'conv', 'pointwise') == 'dot'
+    assert layers.for_backend('auto', 'pointwise') == 'conv'
+    assert layers.for_backend('dot', 'pointwise') == 'dot'
+    assert layers.for_backend('auto', 'stem_channel_multiple') == 1
+    assert layers.for_backend('auto', 'depthwise') == 'shift'
+  assert layers.for_backend('auto', 'pointwise') == 'dot'
   with pytest.raises(ValueError, match='Unknown form'):
     with layers.forced_forms(colour='red'):
       pass
